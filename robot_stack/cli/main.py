@@ -1,0 +1,44 @@
+"""Entry point of ``robot-stack``: dispatches to the subcommand modules listed in SUBCOMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from robot_stack import __version__
+from robot_stack.errors import RobotStackError
+
+# Subcommand name -> module with `register(subparsers)`; registered here explicitly, never by import side effect.
+SUBCOMMANDS: dict[str, str] = {
+    "topic": "robot_stack.cli.topic",
+    "launch": "robot_stack.cli.launch",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robot-stack",
+        description="Collect, label, train, export and deploy robot skills over ROS 2 topics.",
+    )
+    parser.add_argument("--version", action="version", version=f"robot-stack {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMANDS.values():
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RobotStackError as error:
+        print(f"robot-stack {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""The exception types a user can cause; the CLI prints them without a traceback."""
+
+
+class RobotStackError(Exception):
+    """Base of every error a user can cause and fix; its message says what to do."""
+
+
+class RosError(RobotStackError):
+    """Bad message type, value, QoS, parameter, remap or DDS configuration."""
+
+
+class LaunchError(RobotStackError):
+    """Malformed launch file, unknown argument, missing executable, or a node that failed."""
