@@ -130,10 +130,13 @@ def _type_string(node: tuple) -> str:
 _class_lock = threading.RLock()
 
 
-@cache
 def message_class(type_name: str) -> type[Message]:
     """The message class of a ROS 2 type, e.g. ``message_class('sensor_msgs/msg/Image')``."""
-    type_name = normalize_type_name(type_name)
+    return _message_class(normalize_type_name(type_name))
+
+
+@cache
+def _message_class(type_name: str) -> type[Message]:
     store = _typestore()
     if type_name not in store.fielddefs:
         package = type_name.split("/")[0]

@@ -1,0 +1,60 @@
+"""Every test runs loopback-only: LOCALHOST discovery, its own DDS domain and discovery tag."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Set before anything imports robot_stack.ros, and inherited by every subprocess a test starts.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+os.environ.setdefault("ROBOT_STACK_DDS_TAG", f"pytest-{uuid.uuid4().hex[:12]}")
+os.environ.setdefault("ROBOT_STACK_ROS_BACKEND", "dds")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def fresh_dds_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses that must see each other and nothing else: new domain and tag."""
+    env = dict(os.environ)
+    env.update(
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(random.randint(1, 200)),
+        ROBOT_STACK_DDS_TAG=f"pytest-{uuid.uuid4().hex[:12]}",
+        ROBOT_STACK_ROS_BACKEND="dds",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def dds_env(monkeypatch) -> dict[str, str]:
+    """A fresh loopback domain and tag, applied to this process too (for in-process nodes)."""
+    env = fresh_dds_env()
+    for key in ("ROS_DOMAIN_ID", "ROBOT_STACK_DDS_TAG", "ROBOT_STACK_ROS_BACKEND"):
+        monkeypatch.setenv(key, env[key])
+    return env
+
+
+@pytest.fixture
+def ros_session(monkeypatch):
+    """Initialise the node layer for one test on the backend named by the test, and always shut it down."""
+    from robot_stack import ros
+
+    def start(backend: str = "inproc", args: list[str] | None = None):
+        monkeypatch.setenv("ROBOT_STACK_ROS_BACKEND", backend)
+        ros.init(list(args or []))
+        return ros
+
+    yield start
+    ros.shutdown()
+
+
+PYTHON = sys.executable
