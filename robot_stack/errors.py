@@ -11,3 +11,7 @@ class RosError(RobotStackError):
 
 class LaunchError(RobotStackError):
     """Malformed launch file, unknown argument, missing executable, or a node that failed."""
+
+
+class SimError(RobotStackError):
+    """Unknown task or dynamics preset, a bad override, or a command the simulator cannot take."""

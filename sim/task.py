@@ -1,0 +1,162 @@
+"""What every simulated task provides, and the one table that names the tasks.
+
+A task is a MuJoCo scene with a robot that takes a fixed-size command per
+control step. Its ``observe()`` is THE mapping from sim state to observations:
+the gymnasium env returns it as is and the sim robot driver node publishes it
+on the ROS 2 topics, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robot_stack.errors import SimError
+from robot_stack.sim.dynamics import Dynamics, make_dynamics
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """What ``/robot/command`` means for a robot: written into datasets and model cards."""
+
+    meaning: str  # e.g. "eef_delta_pose_gripper": dx, dy, dz [m scaled], droll, dpitch, dyaw [rad scaled], gripper
+    names: tuple[str, ...]  # one per element
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    hold: tuple[float, ...]  # the command that keeps the robot still (a watchdog or e-stop sends it)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def validate(self, command: Any) -> np.ndarray:
+        """The command as a float array clipped to its bounds; SimError if its length is wrong."""
+        array = np.asarray(command, dtype=float).reshape(-1)
+        if array.size != self.dim:
+            raise SimError(
+                f"command has {array.size} values, this robot takes {self.dim} ({', '.join(self.names)})"
+            )
+        if not np.all(np.isfinite(array)):
+            raise SimError("command has NaN or infinite values")
+        return np.clip(array, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    height: int = 84
+    width: int = 84
+
+
+@dataclass
+class TaskConfig:
+    """How to build a task: cameras, control rate, episode length, dynamics, seed."""
+
+    cameras: tuple[CameraSpec, ...] = ()
+    control_hz: float = 20.0
+    horizon: int = 200  # control steps per episode
+    dynamics: Dynamics = field(default_factory=Dynamics)
+    seed: int | None = None
+
+
+class SimTask(abc.ABC):
+    """A simulated robot task. Units: meters, radians, seconds; quaternions are (x, y, z, w) as in ROS."""
+
+    name: str = ""
+    command_spec: CommandSpec
+    joint_names: tuple[str, ...]  # the joints published on /joint_states, in order
+
+    def __init__(self, config: TaskConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode; the object placement is drawn from ``seed`` (same seed, same placement)."""
+
+    @abc.abstractmethod
+    def step(self, command: np.ndarray) -> None:
+        """Advance one control step (1 / control_hz seconds) with a validated command."""
+
+    @abc.abstractmethod
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation of the current state.
+
+        Keys: ``joint_position`` and ``joint_velocity`` (n_joints,) in joint_names order;
+        ``eef_pose`` (7,) position xyz + quaternion xyzw in the world frame; ``object_pose`` (7,)
+        likewise; ``image/<camera>`` (H, W, 3) uint8 for each configured camera. Float arrays are
+        float64; observation noise of the dynamics variant is already applied.
+        """
+
+    @abc.abstractmethod
+    def reward(self) -> float:
+        """Dense ground-truth reward of the current state (evaluation only, never a training label)."""
+
+    @abc.abstractmethod
+    def success(self) -> bool:
+        """Whether the task is solved in the current state."""
+
+    @abc.abstractmethod
+    def get_state(self) -> np.ndarray:
+        """The full physical state as a flat array (for set_state)."""
+
+    @abc.abstractmethod
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a state from get_state (the dynamics variant and delay line are left as they are)."""
+
+    @property
+    def steps(self) -> int:
+        """Control steps since reset."""
+        return getattr(self, "_steps", 0)
+
+    @property
+    def done(self) -> bool:
+        """The episode ran out of time (horizon reached)."""
+        return self.steps >= self.config.horizon
+
+    def close(self) -> None:
+        """Free renderers and other native resources."""
+
+
+# Task name -> "module:Class"; registered here explicitly, imported on first use.
+TASKS: dict[str, str] = {
+    "lift": "robot_stack.sim.lift:LiftTask",
+    "reach2d": "robot_stack.sim.planar:PlanarReachTask",
+}
+
+
+def make_task(name: str, *, cameras: list | tuple = (), control_hz: float = 20.0, horizon: int | None = None,
+              dynamics: str | Dynamics = "nominal", seed: int | None = None, **dynamics_overrides: Any) -> SimTask:
+    """Build a task by name, e.g. ``make_task("lift", cameras=["agentview"], dynamics="real")``.
+
+    Cameras are names or (name, height, width) or CameraSpec.
+    """
+    if name not in TASKS:
+        raise SimError(f"unknown sim task {name!r}; tasks: {', '.join(TASKS)}")
+    module_name, class_name = TASKS[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    specs = tuple(_camera_spec(c) for c in cameras)
+    config = TaskConfig(cameras=specs, control_hz=float(control_hz),
+                        dynamics=make_dynamics(dynamics, **dynamics_overrides), seed=seed)
+    if horizon is not None:
+        config.horizon = int(horizon)
+    else:
+        config.horizon = cls.default_horizon if hasattr(cls, "default_horizon") else config.horizon
+    return cls(config)
+
+
+def _camera_spec(camera: Any) -> CameraSpec:
+    if isinstance(camera, CameraSpec):
+        return camera
+    if isinstance(camera, str):
+        name, _, size = camera.partition(":")
+        if size:
+            height, _, width = size.partition("x")
+            return CameraSpec(name, int(height), int(width or height))
+        return CameraSpec(name)
+    if isinstance(camera, (list, tuple)) and len(camera) == 3:
+        return CameraSpec(str(camera[0]), int(camera[1]), int(camera[2]))
+    raise SimError(f"camera {camera!r}: give a name, 'name:HxW', or (name, height, width)")
