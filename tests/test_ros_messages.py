@@ -175,3 +175,10 @@ def test_dict_round_trip_for_command_line_tools():
     assert plain["layout"]["dim"][0] == {"label": "x", "size": 3, "stride": 3}
     with pytest.raises(RosError, match="has no field 'dat'"):
         messages.from_dict("std_msgs/msg/Float64", {"dat": 1})
+
+
+def test_a_scalar_is_not_a_sequence():
+    with pytest.raises(RosError, match="field 'data' expects a sequence of float64, got a single int"):
+        messages.serialize(messages.message_class("std_msgs/msg/Float64MultiArray")(data=3))
+    with pytest.raises(RosError, match="field 'dim' is a list of std_msgs/msg/MultiArrayDimension, got 5"):
+        messages.from_dict("std_msgs/msg/Float64MultiArray", {"layout": {"dim": 5}})

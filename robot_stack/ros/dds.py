@@ -142,8 +142,10 @@ class DdsWriter(_Endpoint):
     def write(self, data: bytes) -> None:
         from cyclonedds._clayer import ddspy_write
 
-        padded = data + b"\0" * (-len(data) & 3)
-        result = ddspy_write(self._entity._ref, padded)
+        pad = -len(data) & 3
+        if pad:
+            data = data + b"\0" * pad
+        result = ddspy_write(self._entity._ref, data)
         if result < 0:
             raise RosError(f"DDS write failed on '{self._entity.topic.name}' (code {result})")
 

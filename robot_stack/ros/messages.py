@@ -198,6 +198,8 @@ def _as_array(value: Any, dtype: np.dtype, field: str) -> np.ndarray:
     if isinstance(value, str):
         raise TypeError(f"field '{field}' expects a sequence of {dtype}, got str")
     array = np.asarray(value)
+    if array.ndim == 0:
+        raise TypeError(f"field '{field}' expects a sequence of {dtype}, got a single {type(value).__name__}")
     if array.size == 0:
         return np.zeros(0, dtype)
     if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and dtype.kind in "biu"):
@@ -302,7 +304,7 @@ class _CodeGen:
                     self.enc, 1,
                     f"if len({a}) != {size}: raise ValueError('field {name} must have exactly {size} elements, got %d' % len({a}))",
                     self.enc_align(item),
-                    f"b += {a}.tobytes()",
+                    f"b += {a}.data if {a}.flags.c_contiguous else {a}.tobytes()",
                 )
                 self.emit(self.dec, 1, self.dec_align(item))
                 self.emit(self.dec, 1, f"m.{name} = frombuffer(d, DT_{dtype.str[1:]}_{dtype.kind}, {size}, o)", f"o += {size * item}")
@@ -310,7 +312,7 @@ class _CodeGen:
                 self.emit(self.enc, 1, "b += Z[-len(b) & 3]", f"b += U32.pack(len({a}))")
                 if item > 1:
                     self.emit(self.enc, 1, f"if len({a}): {self.enc_align(item)}")
-                self.emit(self.enc, 1, f"b += {a}.tobytes()")
+                self.emit(self.enc, 1, f"b += {a}.data if {a}.flags.c_contiguous else {a}.tobytes()")
                 self.emit(self.dec, 1, "o += (4 - o) & 3", f"{n} = U32.unpack_from(d, o)[0]", "o += 4")
                 if item > 1:
                     self.emit(self.dec, 1, f"if {n}: {self.dec_align(item)}")
@@ -400,6 +402,12 @@ def _codec(type_name: str) -> tuple[Callable, Callable]:
 
 def serialize(message: Message) -> bytes:
     """CDR bytes (with the 4-byte encapsulation header) of a message; RosError if a field is wrong."""
+    return bytes(serialize_to_buffer(message))
+
+
+def serialize_to_buffer(message: Message) -> bytearray:
+    """``serialize`` without the final copy into ``bytes``: for the publish path, where a large
+    message (an image) would otherwise cost a second buffer of its size and the page faults of it."""
     type_name = getattr(message, "__msgtype__", None)
     if not type_name or not isinstance(message, Message):
         raise RosError(
@@ -412,7 +420,7 @@ def serialize(message: Message) -> bytes:
         encode(message, buffer)
     except (TypeError, ValueError, AttributeError, OverflowError, struct.error, UnicodeError) as error:
         raise RosError(f"cannot serialize {type_name}: {_describe_bad_field(message) or error}") from None
-    return bytes(buffer)
+    return buffer
 
 
 def deserialize(data: bytes | memoryview, type_name: str) -> Message:
@@ -528,6 +536,8 @@ def from_dict(type_name: str, values: dict[str, Any] | None) -> Message:
         if kind == _NAME:
             value = from_dict(detail, value)
         elif kind in (_ARRAY, _SEQUENCE) and detail[0][0] == _NAME:
+            if not isinstance(value, (list, tuple)):
+                raise RosError(f"{cls.__msgtype__} field '{name}' is a list of {detail[0][1]}, got {value!r}")
             value = [from_dict(detail[0][1], v) for v in value]
         elif kind == _BASE and detail[0].startswith("float") and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -49,7 +49,7 @@ class Publisher:
                 f"publisher on '{self.topic_name}' sends {self.msg_type.__msgtype__}, "
                 f"got {getattr(message, '__msgtype__', type(message).__name__)}"
             )
-        self._writer.write(messages.serialize(message))
+        self._writer.write(messages.serialize_to_buffer(message))
 
     def get_subscription_count(self) -> int:
         return self._writer.matched_count()
