@@ -285,14 +285,16 @@ def test_nodes_and_sim_install_only_inside_robot_stack(wheel_names, installed_pr
     target = site_packages(installed_prefix)
     # -I -S: nothing but the standard library and the installed wheel, not the checkout or the venv.
     probe = r"""
-import importlib, json, sys
+import importlib.util, json, sys
 sys.path.insert(0, sys.argv[1])
 result = {}
+# find_spec locates a package without running it (robot_stack.sim imports gymnasium, absent under -S).
 for name in ("robot_stack.nodes", "robot_stack.sim", "nodes", "sim"):
     try:
-        result[name] = importlib.import_module(name).__file__
+        spec = importlib.util.find_spec(name)
     except ModuleNotFoundError:
-        result[name] = None
+        spec = None
+    result[name] = spec.origin if spec else None
 print(json.dumps(result))
 """
     result = subprocess.run(
