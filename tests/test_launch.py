@@ -10,18 +10,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import fresh_dds_env
 from robot_stack.errors import LaunchError
 from robot_stack.launch.launch_file import declared_arguments, load_launch
 from robot_stack.launch.package import package_share_directory
@@ -82,20 +81,6 @@ while True:
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def dds_env(**extra: str) -> dict[str, str]:
-    """A fresh loopback-only DDS domain and discovery tag for one launch."""
-    env = dict(os.environ)
-    env.update(
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(random.randint(1, 200)),
-        ROBOT_STACK_DDS_TAG=f"test-launch-{uuid.uuid4().hex[:12]}",
-        ROBOT_STACK_ROS_BACKEND="dds",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
 def launch_command(*args: str) -> list[str]:
     """`robot-stack launch ARGS` through the CLI dispatcher, independent of PATH."""
     if importlib.util.find_spec("robot_stack.cli.topic") is not None:
@@ -105,7 +90,7 @@ def launch_command(*args: str) -> list[str]:
 
 def run_launch(*args: str, cwd: Path = REPO, timeout: float = 30, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        launch_command(*args), cwd=cwd, env=dds_env(**env), capture_output=True, text=True, timeout=timeout
+        launch_command(*args), cwd=cwd, env=fresh_dds_env(**env), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -117,7 +102,7 @@ def start_launch(tmp_path: Path):
     def start(*args: str) -> tuple[subprocess.Popen, Path, Path]:
         out, err = tmp_path / "launch.out", tmp_path / "launch.err"
         with out.open("w") as stdout, err.open("w") as stderr:
-            process = subprocess.Popen(launch_command(*args), cwd=REPO, env=dds_env(), stdout=stdout, stderr=stderr)
+            process = subprocess.Popen(launch_command(*args), cwd=REPO, env=fresh_dds_env(), stdout=stdout, stderr=stderr)
         started.append(process)
         return process, out, err
 
