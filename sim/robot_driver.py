@@ -17,6 +17,7 @@ of the sequence that starts at the ``seed`` parameter.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -127,6 +128,8 @@ class SimRobotDriver:
 
 
 def main(args: list[str] | None = None) -> int:
+    # A robot driver runs headless: MuJoCo's default (GLFW windows) cannot render without a display.
+    os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
     ros.init(args)
     node = ros.create_node("sim_robot")
     try:

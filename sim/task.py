@@ -67,7 +67,7 @@ class SimTask(abc.ABC):
     """A simulated robot task. Units: meters, radians, seconds; quaternions are (x, y, z, w) as in ROS."""
 
     name: str = ""
-    command_spec: CommandSpec
+    command_spec: CommandSpec  # a class attribute: teleop reads it without building the scene
     joint_names: tuple[str, ...]  # the joints published on /joint_states, in order
 
     def __init__(self, config: TaskConfig) -> None:
@@ -128,16 +128,25 @@ TASKS: dict[str, str] = {
 }
 
 
+def _task_class(name: str) -> type[SimTask]:
+    if name not in TASKS:
+        raise SimError(f"unknown sim task {name!r}; tasks: {', '.join(TASKS)}")
+    module_name, class_name = TASKS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def command_spec_of(name: str) -> CommandSpec:
+    """A task's command spec without building the scene (what a teleop node needs)."""
+    return _task_class(name).command_spec
+
+
 def make_task(name: str, *, cameras: list | tuple = (), control_hz: float = 20.0, horizon: int | None = None,
               dynamics: str | Dynamics = "nominal", seed: int | None = None, **dynamics_overrides: Any) -> SimTask:
     """Build a task by name, e.g. ``make_task("lift", cameras=["agentview"], dynamics="real")``.
 
     Cameras are names or (name, height, width) or CameraSpec.
     """
-    if name not in TASKS:
-        raise SimError(f"unknown sim task {name!r}; tasks: {', '.join(TASKS)}")
-    module_name, class_name = TASKS[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = _task_class(name)
     specs = tuple(_camera_spec(c) for c in cameras)
     config = TaskConfig(cameras=specs, control_hz=float(control_hz),
                         dynamics=make_dynamics(dynamics, **dynamics_overrides), seed=seed)

@@ -18,6 +18,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
 os.environ.setdefault("ROBOT_STACK_DDS_TAG", f"pytest-{uuid.uuid4().hex[:12]}")
 os.environ.setdefault("ROBOT_STACK_ROS_BACKEND", "dds")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# Headless rendering: EGL on a GPU machine, OSMesa (Debian libosmesa6) on the CPU.
+os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
 
 
 def fresh_dds_env(**extra: str) -> dict[str, str]:

@@ -94,7 +94,8 @@ def probe(ros_session, dds_env):
     def make(task: str, subscribe_cameras=(), **params):
         processes.append(start_driver(task, **params))
         probe = Probe(ros, subscribe_cameras)
-        probe.wait_for(lambda: "eef_pose" in probe.latest, what="the driver's first eef_pose")
+        probe.wait_for(lambda: {"joint_states", "eef_pose", "object_pose"} <= probe.latest.keys(),
+                       what="the driver's first observation")
         return probe
 
     yield make
