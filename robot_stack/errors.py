@@ -15,3 +15,7 @@ class LaunchError(RobotStackError):
 
 class SimError(RobotStackError):
     """Unknown task or dynamics preset, a bad override, or a command the simulator cannot take."""
+
+
+class DatasetError(RobotStackError):
+    """A missing or damaged dataset, a schema it cannot read, or data that does not fit its features."""
