@@ -40,8 +40,8 @@ class SimRobotDriver:
         self.command_timeout_ns = int(command_timeout_s * 1e9)
         self.frame_id = frame_id
         self.log = node.get_logger()
-        spec = task.command_spec
-        self.hold = np.asarray(spec.hold, dtype=float)
+        self.spec = task.command_spec
+        self.hold = self.spec.hold_after(None)
         self.command = self.hold.copy()
         self.command_time_ns = -(1 << 62)
         self.estopped = False
@@ -77,6 +77,7 @@ class SimRobotDriver:
             self.command, self.command_time_ns = self.hold.copy(), -(1 << 62)
             return
         self.command, self.command_time_ns = command, time.monotonic_ns()
+        self.hold = self.spec.hold_after(command)
         if not self.realtime:
             self.step(self.hold if self.estopped else command)
 
@@ -103,6 +104,7 @@ class SimRobotDriver:
     def reset(self, seed: int) -> None:
         self.task.reset(seed)
         self.next_seed = seed + 1
+        self.hold = self.spec.hold_after(None)
         self.command, self.command_time_ns = self.hold.copy(), -(1 << 62)
         self.log.info(f"new episode (seed {seed})")
         self.publish()

@@ -28,10 +28,18 @@ class CommandSpec:
     low: tuple[float, ...]
     high: tuple[float, ...]
     hold: tuple[float, ...]  # the command that keeps the robot still (a watchdog or e-stop sends it)
+    sticky: tuple[int, ...] = ()  # elements that keep their last commanded value while holding (a gripper's grasp)
 
     @property
     def dim(self) -> int:
         return len(self.names)
+
+    def hold_after(self, last_command: np.ndarray | None) -> np.ndarray:
+        """The hold command following ``last_command``: no motion, sticky elements unchanged."""
+        hold = np.asarray(self.hold, dtype=float)
+        if last_command is not None and self.sticky:
+            hold[list(self.sticky)] = np.asarray(last_command, dtype=float)[list(self.sticky)]
+        return hold
 
     def validate(self, command: Any) -> np.ndarray:
         """The command as a float array clipped to its bounds; SimError if its length is wrong."""
