@@ -75,6 +75,7 @@ class LiftTask(SimTask):
         if seed is None:
             seed = int(self._rng.integers(2**31))
         apply_to_model(self._model, self._nominal, self.config.dynamics)
+        self.channel.dynamics = self.config.dynamics
         # robosuite's placement sampler and joint noise draw from numpy's global generator.
         saved = np.random.get_state()
         np.random.seed(seed)
