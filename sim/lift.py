@@ -56,13 +56,20 @@ class LiftTask(SimTask):
                 raise SimError(f"lift has no camera {camera.name!r}; cameras: {', '.join(CAMERAS)}")
         robosuite, load_controller = _import_robosuite()
         cameras = [c.name for c in config.cameras]
-        self.env = robosuite.make(
-            "Lift", robots="Panda", controller_configs=load_controller(controller="BASIC", robot="Panda"),
-            has_renderer=False, has_offscreen_renderer=bool(cameras), use_camera_obs=bool(cameras),
-            camera_names=cameras or "agentview", camera_heights=[c.height for c in config.cameras] or 84,
-            camera_widths=[c.width for c in config.cameras] or 84, control_freq=config.control_hz,
-            horizon=10**9, ignore_done=True, hard_reset=False, reward_shaping=True,
-        )
+        # Building the scene draws the cube's size from numpy's global generator: fix it, so every
+        # instance of the task (the env, the driver node) has the same cube.
+        saved = np.random.get_state()
+        np.random.seed(0)
+        try:
+            self.env = robosuite.make(
+                "Lift", robots="Panda", controller_configs=load_controller(controller="BASIC", robot="Panda"),
+                has_renderer=False, has_offscreen_renderer=bool(cameras), use_camera_obs=bool(cameras),
+                camera_names=cameras or "agentview", camera_heights=[c.height for c in config.cameras] or 84,
+                camera_widths=[c.width for c in config.cameras] or 84, control_freq=config.control_hz,
+                horizon=10**9, ignore_done=True, hard_reset=False, reward_shaping=True,
+            )
+        finally:
+            np.random.set_state(saved)
         self._model = self.env.sim.model._model
         cube_body = self._model.body("cube_main").id
         self._nominal = NominalModel.capture(self._model, [cube_body])
@@ -80,6 +87,9 @@ class LiftTask(SimTask):
         saved = np.random.get_state()
         np.random.seed(seed)
         try:
+            # A soft reset keeps the solver's warm start and velocities of the last episode; clear them
+            # so an episode depends on its seed only (the env and the driver node must agree exactly).
+            self.env.sim.reset()
             self._obs = self.env.reset()
         finally:
             np.random.set_state(saved)
