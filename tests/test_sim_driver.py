@@ -126,11 +126,11 @@ def test_estop_holds_the_robot_until_cleared(probe):
     robot = probe("reach2d", command_timeout=0.5)
     robot.estop.publish(robot.ros.message_class("std_msgs/msg/Bool")(data=True))
     robot.spin(0.3)
-    frozen = robot.motion([1.0, 0.0], 0.8)
+    frozen = robot.motion([0.0, -1.0], 0.8)
     robot.estop.publish(robot.ros.message_class("std_msgs/msg/Bool")(data=False))
     robot.spin(0.3)
-    resumed = robot.motion([1.0, 0.0], 0.8)
-    assert np.linalg.norm(frozen[:2]) < 0.1 * resumed[0] and resumed[0] > 0.02
+    resumed = robot.motion([0.0, -1.0], 0.8)
+    assert -resumed[1] > 0.02 and np.linalg.norm(frozen[:2]) < 0.1 * -resumed[1]
 
 
 def test_reset_gives_a_new_seeded_object_placement(probe):
