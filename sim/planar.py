@@ -74,6 +74,7 @@ class PlanarArmController:
         self.base_x, self.base_y = float(shoulder[0]), float(shoulder[1])
         # ctrl is motor torque; the nominal gear turns the wanted joint torque into it, so a
         # variant's actuator_gain (a changed gear) changes the torque that actually arrives.
+        self.actuator_index = [model.actuator(name).id for name in PlanarReachTask.joint_names]
         self.gear = [float(model.actuator(name).gear[0]) for name in PlanarReachTask.joint_names]
         self.reference = np.zeros(2)  # [m], world x y
 
@@ -91,7 +92,7 @@ class PlanarArmController:
         """Step the physics ``substeps`` times, moving the reference at (velocity_x, velocity_y) m/s."""
         model, data = self.model, self.data
         qpos, qvel, ctrl = data.qpos, data.qvel, data.ctrl
-        (i1, i2), (v1, v2) = self.qpos_index, self.dof_index
+        (i1, i2), (v1, v2), (a1, a2) = self.qpos_index, self.dof_index, self.actuator_index
         l1, l2, bx, by = self.upper_length, self.fore_length, self.base_x, self.base_y
         kp, kd, max_lead = self.STIFFNESS, self.DAMPING, self.MAX_LEAD_M
         gear1, gear2 = self.gear
@@ -110,8 +111,8 @@ class PlanarArmController:
                 rx, ry = x + (rx - x) * max_lead / lead, y + (ry - y) * max_lead / lead
             fx = kp * (rx - x) + kd * (velocity_x - (j11 * dq1 + j12 * dq2))
             fy = kp * (ry - y) + kd * (velocity_y - (j21 * dq1 + j22 * dq2))
-            ctrl[0] = (j11 * fx + j21 * fy) / gear1
-            ctrl[1] = (j12 * fx + j22 * fy) / gear2
+            ctrl[a1] = (j11 * fx + j21 * fy) / gear1
+            ctrl[a2] = (j12 * fx + j22 * fy) / gear2
             mujoco.mj_step(model, data)
         self.reference[0], self.reference[1] = rx, ry
 
@@ -157,11 +158,16 @@ class PlanarReachTask(SimTask):
         self._low, self._high = np.asarray(self.command_spec.low), np.asarray(self.command_spec.high)
         self._steps = 0
         self._renderers = self._make_renderers()
+        self.reset(config.seed)  # a valid episode from the start, as a powered-on robot is
 
     # -- episode
     def reset(self, seed: int | None = None) -> None:
+        """New episode: start pose jitter, target placement and the noise streams all follow ``seed``;
+        ``None`` takes the next seed from the task's own generator (seeded by ``config.seed``)."""
         if seed is None:
             seed = int(self._seeds.integers(2**63))
+        elif int(seed) < 0:
+            raise SimError(f"reach2d reset seed must be >= 0, got {seed}")
         placement, action_noise, observation_noise = np.random.default_rng(seed).spawn(3)
         apply_to_model(self.model, self.nominal, self.config.dynamics)
         self.channel.dynamics = self.config.dynamics

@@ -13,6 +13,7 @@ from robot_stack.errors import RobotStackError
 SUBCOMMANDS: dict[str, str] = {
     "topic": "robot_stack.cli.topic",
     "launch": "robot_stack.cli.launch",
+    "data": "robot_stack.cli.data",
 }
 
 

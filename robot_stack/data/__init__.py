@@ -1,4 +1,5 @@
-"""Datasets: one Zarr v3 store per dataset (store), statistics, merge/split, samplers and torch loaders.
+"""Datasets: one Zarr v3 store per dataset (store), statistics, merge/split, samplers and torch loaders,
+and the tools behind `robot-stack data` (report, view, video, bag_import).
 
 Recorders write with DatasetWriter; everything downstream reads with Dataset.open (docs/dataset.md: the schema).
 """

@@ -1,0 +1,148 @@
+"""``recorder``: samples the robot's topics at ``record_hz`` into a dataset, one episode per start ... commit.
+
+Parameters: ``features_file`` (YAML: robot, task, features; see docs/dataset.md "Recording from ROS
+topics"), ``dataset`` (path of the .zarr), ``record_hz``, ``use_sim_time`` (tick on /clock),
+``cameras`` (adds image.<name> features), ``task`` (task text), ``operator``, ``min_free_mb``,
+``recover_on_start`` (refuse|keep|drop), ``on_shutdown`` (commit|discard).
+
+Topics: every feature's topic (and /clock on sim time) and ``recorder/control`` (std_msgs/String:
+start, stop, success, fail, discard, task:<text>) in; ``recorder/status`` (std_msgs/String JSON,
+reliable, transient local) out, on every change and once a second.
+
+SIGINT/SIGTERM: the node first handles what is still waiting (a teleop's last success/fail sent just
+before the launch stopped it), then commits or discards the episode in progress, flushes and exits 0.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import time
+
+from robot_stack import ros
+from robot_stack.errors import RobotStackError
+from robot_stack.record import SHUTDOWN_POLICIES, Recorder, RecorderError, load_config
+
+DRAIN_S = 0.3  # after SIGINT: how long messages already on their way are still handled
+HOUSEKEEPING_HZ = 10.0
+
+
+RECEIVE_BUFFER = ('<CycloneDDS><Domain Id="any"><Internal><SocketReceiveBufferSize min="default" max="16MB"/>'
+                  "</Internal></Domain></CycloneDDS>")
+
+
+def _ask_for_a_large_receive_buffer() -> None:
+    """A camera frame arrives as hundreds of UDP fragments: a burst that overflows the socket's receive
+    buffer while this process is busy loses whole frames. Ask Cyclone DDS (the dds backend, and
+    rmw_cyclonedds on ROS 2) for up to 16 MB, taking what the kernel grants (net.core.rmem_max), unless
+    the user's CYCLONEDDS_URI already says."""
+    user = os.environ.get("CYCLONEDDS_URI", "").strip()
+    if "SocketReceiveBufferSize" not in user:
+        os.environ["CYCLONEDDS_URI"] = f"{user},{RECEIVE_BUFFER}" if user else RECEIVE_BUFFER
+
+
+def _sim_command_spec(task_name: str):
+    """The CommandSpec of a sim task, for a features file whose robot: names a sim_task (imported only then)."""
+    from robot_stack.sim.task import command_spec_of
+
+    return command_spec_of(task_name)
+
+
+class RecorderNode:
+    def __init__(self, node) -> None:
+        self.node = node
+        param = lambda name, default: node.declare_parameter(name, default).value
+        features_file = param("features_file", "")
+        if not features_file:
+            raise RecorderError("features_file is not set: give -p features_file:=PATH "
+                                "(launch/params/recorder_<task>.yaml are examples)")
+        # rclpy declares use_sim_time itself; the dds backend leaves it to the node.
+        sim_time = (node.get_parameter("use_sim_time").value if node.has_parameter("use_sim_time")
+                    else param("use_sim_time", False))
+        config = load_config(features_file, cameras=param("cameras", ""), command_spec_of=_sim_command_spec)
+        self.on_shutdown = param("on_shutdown", "commit")
+        if self.on_shutdown not in SHUTDOWN_POLICIES:
+            raise RecorderError(f"on_shutdown {self.on_shutdown!r}: use one of {', '.join(SHUTDOWN_POLICIES)}")
+        self.status_pub = node.create_publisher("std_msgs/msg/String", "recorder/status", ros.qos.TRANSIENT_LOCAL)
+        self.recorder = Recorder(
+            config, param("dataset", "dataset.zarr"),
+            record_hz=float(param("record_hz", 20.0)), sim_time=bool(sim_time),
+            task=param("task", ""), operator=param("operator", "") or getpass.getuser(),
+            min_free_mb=float(param("min_free_mb", 500.0)), recover_on_start=param("recover_on_start", "refuse"),
+            log=node.get_logger(), on_change=self.publish_status,
+        )
+        for topic, features in self.recorder.by_topic.items():
+            qos = ros.qos.SENSOR_DATA if any(f.qos == "sensor_data" for f in features) else ros.qos.DEFAULT
+            qos = qos.with_depth(max(f.depth for f in features))
+            node.create_subscription(features[0].type, topic, self.on_message(topic), qos)
+        if sim_time:
+            node.create_subscription("rosgraph_msgs/msg/Clock", "/clock", self.on_clock, ros.qos.DEFAULT.with_depth(100))
+        node.create_subscription("std_msgs/msg/String", "recorder/control", self.on_control, ros.qos.DEFAULT)
+        self.tick_timer = node.create_timer(1.0 / self.recorder.record_hz, self.recorder.on_tick)
+        node.create_timer(1.0 / HOUSEKEEPING_HZ, self.recorder.housekeeping)
+        node.create_timer(1.0, self.publish_status)
+        self.recorder.open_existing()
+        node.get_logger().info(
+            f"recorder up: {len(config.features)} features from {features_file} -> {self.recorder.path} at "
+            f"{self.recorder.record_hz:g} Hz on the {'sim (/clock)' if sim_time else 'wall'} clock")
+        self.publish_status()
+
+    def on_message(self, topic: str):
+        return lambda message: self.recorder.on_message(topic, message)
+
+    def on_clock(self, message) -> None:
+        self.recorder.on_clock(message.clock.sec * 1_000_000_000 + message.clock.nanosec)
+
+    def on_control(self, message) -> None:
+        self.recorder.on_control(message.data)
+        if message.data.strip() == "start" and self.recorder.recording:
+            self.tick_timer.reset()  # ticks every 1/record_hz from the first frame on
+
+    def publish_status(self) -> None:
+        status = {"node": self.node.get_fully_qualified_name(), "pid": os.getpid(), "time": time.time(),
+                  **self.recorder.status()}
+        self.status_pub.publish(ros.message_class("std_msgs/msg/String")(data=json.dumps(status)))
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM end the loop in main() rather than spin at once, so the last events still get handled."""
+
+    def __init__(self) -> None:
+        self.received = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        if self.received:
+            raise KeyboardInterrupt  # a second one: stop waiting (what is committed stays committed)
+        self.received = True
+
+
+def main(args: list[str] | None = None) -> int:
+    _ask_for_a_large_receive_buffer()
+    ros.init(args)
+    node = ros.create_node("recorder")
+    try:
+        recorder_node = RecorderNode(node)
+    except RobotStackError as error:
+        node.get_logger().fatal(str(error))
+        node.destroy_node()
+        ros.shutdown()
+        return 2
+    stop = _StopSignals()
+    recorder = recorder_node.recorder
+    while not stop.received and ros.ok():
+        ros.spin_once(node, 0.1)
+        recorder.end_pass()
+    recorder.freeze()  # the episode ends where the signal came; what was already sent is still handled
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline and ros.ok():
+        ros.spin_once(node, 0.02)
+        recorder.end_pass()
+    recorder.close(recorder_node.on_shutdown)
+    recorder_node.publish_status()
+    node.destroy_node()
+    ros.shutdown()
+    return 0
