@@ -7,9 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 import numpy as np
+
+from robot_stack.cli import arguments
 
 DESCRIPTION = """\
 Work with robot_stack datasets (Zarr v3 folders, NAME.zarr; docs/dataset.md is the schema).
@@ -171,21 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- argument helpers
 
 
-def _number(cast, test, what: str):
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v > 0, "an integer > 0")
-_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
+_positive_int = arguments.positive_int
+_positive_float = arguments.positive_float
 
 
 def _path(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ QoS exist) comes from DDS discovery, which needs a moment after start-up.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import yaml
 
 from robot_stack import ros
+from robot_stack.cli import arguments
 from robot_stack.errors import RosError
 from robot_stack.ros import messages
 from robot_stack.ros.context import default_context
@@ -174,23 +174,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- argument helpers
 
 
-def _number(cast, test, what: str):
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v > 0, "an integer > 0")
-_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
-_non_negative_float = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+_positive_int = arguments.positive_int
+_non_negative_int = arguments.non_negative_int
+_positive_float = arguments.positive_float
+_non_negative_float = arguments.non_negative_float
 
 
 def _add_wait(parser: argparse.ArgumentParser) -> None:
