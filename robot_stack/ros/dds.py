@@ -293,4 +293,6 @@ class DdsTransport:
                 _delete(reader)
             self._graph_readers.clear()
             _delete(self.participant)
+            # The domain goes too, so a later init in this process may create it again (with a new config).
+            _delete(self._domain)
             self._topics.clear()
