@@ -9,8 +9,9 @@ Topics: every feature's topic (and /clock on sim time) and ``recorder/control`` 
 start, stop, success, fail, discard, task:<text>) in; ``recorder/status`` (std_msgs/String JSON,
 reliable, transient local) out, on every change and once a second.
 
-SIGINT/SIGTERM: the node first handles what is still waiting (a teleop's last success/fail sent just
-before the launch stopped it), then commits or discards the episode in progress, flushes and exits 0.
+SIGINT/SIGTERM: no new frame is taken; the node still handles what was already sent (a teleop's last
+success/fail just before the launch stopped it), then commits or discards the episode in progress,
+flushes and exits 0.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from robot_stack.record import SHUTDOWN_POLICIES, Recorder, RecorderError, load_
 
 DRAIN_S = 0.3  # after SIGINT: how long messages already on their way are still handled
 HOUSEKEEPING_HZ = 10.0
-
-
 RECEIVE_BUFFER = ('<CycloneDDS><Domain Id="any"><Internal><SocketReceiveBufferSize min="default" max="16MB"/>'
                   "</Internal></Domain></CycloneDDS>")
 
@@ -43,6 +42,13 @@ def _ask_for_a_large_receive_buffer() -> None:
         os.environ["CYCLONEDDS_URI"] = f"{user},{RECEIVE_BUFFER}" if user else RECEIVE_BUFFER
 
 
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no USER variable and no passwd entry (some containers)
+        return ""
+
+
 def _sim_command_spec(task_name: str):
     """The CommandSpec of a sim task, for a features file whose robot: names a sim_task (imported only then)."""
     from robot_stack.sim.task import command_spec_of
@@ -53,7 +59,10 @@ def _sim_command_spec(task_name: str):
 class RecorderNode:
     def __init__(self, node) -> None:
         self.node = node
-        param = lambda name, default: node.declare_parameter(name, default).value
+
+        def param(name: str, default):
+            return node.declare_parameter(name, default).value
+
         features_file = param("features_file", "")
         if not features_file:
             raise RecorderError("features_file is not set: give -p features_file:=PATH "
@@ -69,7 +78,7 @@ class RecorderNode:
         self.recorder = Recorder(
             config, param("dataset", "dataset.zarr"),
             record_hz=float(param("record_hz", 20.0)), sim_time=bool(sim_time),
-            task=param("task", ""), operator=param("operator", "") or getpass.getuser(),
+            task=param("task", ""), operator=param("operator", "") or _login_name(),
             min_free_mb=float(param("min_free_mb", 500.0)), recover_on_start=param("recover_on_start", "refuse"),
             log=node.get_logger(), on_change=self.publish_status,
         )
