@@ -19,3 +19,7 @@ class SimError(RobotStackError):
 
 class DatasetError(RobotStackError):
     """A missing or damaged dataset, a schema it cannot read, or data that does not fit its features."""
+
+
+class LearnError(RobotStackError):
+    """A training config, observation choice, reward source, checkpoint or device that cannot be used."""

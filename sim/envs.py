@@ -1,8 +1,12 @@
 """Gymnasium envs over the sim tasks: observations are exactly ``SimTask.observe()``.
 
-Registered ids (``ENV_IDS``) are made available by ``register_envs()``, which
-``robot_stack.sim`` calls on import as gymnasium users expect:
-``gymnasium.make("RobotStack/Lift-v0", dynamics="real", cameras=["agentview"])``.
+Registered ids are made available by ``register_envs()``, which ``robot_stack.sim`` calls on import as
+gymnasium users expect. ``ENV_IDS`` name one task each:
+``gymnasium.make("RobotStack/Lift-v0", dynamics="real", cameras=["agentview"])``. ``TASK_ENV_ID``
+takes the task as an argument, for code that reads it from data (a dataset's ``robot["sim_task"]``);
+the ``module:`` prefix makes gymnasium import the sim, so the caller need not:
+``gymnasium.make("robot_stack.sim:RobotStack/Task-v0", task="reach2d", cameras=["top:64x64"])``.
+Other keyword arguments go to ``make_task`` (cameras, control_hz, horizon, dynamics, seed).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from robot_stack.sim.task import SimTask, make_task
+from robot_stack.errors import SimError
+from robot_stack.sim.task import TASKS, SimTask, make_task
 
 ENV_IDS: dict[str, str] = {
     "RobotStack/Lift-v0": "lift",
     "RobotStack/Reach2D-v0": "reach2d",
 }
+TASK_ENV_ID = "RobotStack/Task-v0"
+"""Any task, named by the ``task=`` keyword (required)."""
 
 
 class SimTaskEnv(gymnasium.Env):
@@ -31,8 +38,11 @@ class SimTaskEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, task: str | SimTask, *, terminate_on_success: bool = False,
+    def __init__(self, task: str | SimTask | None = None, *, terminate_on_success: bool = False,
                  render_mode: str | None = None, **task_kwargs: Any) -> None:
+        if task is None:
+            raise SimError(f"{TASK_ENV_ID} needs the task: gymnasium.make('robot_stack.sim:{TASK_ENV_ID}', "
+                           f"task=NAME), NAME one of {', '.join(TASKS)}")
         self.task = make_task(task, **task_kwargs) if isinstance(task, str) else task
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
@@ -70,7 +80,9 @@ def _space(value: np.ndarray) -> spaces.Space:
 
 
 def register_envs() -> None:
-    """Register every id of ENV_IDS with gymnasium (idempotent)."""
+    """Register every id of ENV_IDS and TASK_ENV_ID with gymnasium (idempotent)."""
     for env_id, task_name in ENV_IDS.items():
         if env_id not in gymnasium.registry:
             gymnasium.register(env_id, entry_point=SimTaskEnv, kwargs={"task": task_name})
+    if TASK_ENV_ID not in gymnasium.registry:
+        gymnasium.register(TASK_ENV_ID, entry_point=SimTaskEnv)

@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, str] = {
     "topic": "robot_stack.cli.topic",
     "launch": "robot_stack.cli.launch",
     "data": "robot_stack.cli.data",
+    "train": "robot_stack.cli.train",
 }
 
 

@@ -7,6 +7,7 @@
       meta/episode_ends      int64 [n_episodes], exclusive end frame of each committed episode: the commit point
       meta/episodes/<field>  one row per episode: task, success, start_time, duration, operator, notes
       labels/<run>/reward    float32 [n_frames] per committed frame; provenance in labels/<run> attrs
+      labels/<run>/<name>    other per-frame arrays [n_frames, ...] (embeddings); provenance in each array's attrs
 
 docs/dataset.md is the schema. The writes are ordered so that a kill between any two of them leaves a
 dataset whose committed episodes are intact and readable; each write below says why it comes where it does.
@@ -64,6 +65,8 @@ UNKNOWN = -1
 UNWRITTEN_END = -1
 """Fill value of meta/episode_ends: the slot a commit grew but was killed before writing reads as this."""
 
+ARRAY_RUN = "arrays"
+"""labels/<run> attribute `holds` of a run of label arrays (write_label_array), written when the run is created."""
 LOW_DIM_CHUNK_BYTES = 1 << 20  # about 1 MiB of raw values per chunk along time
 IMAGE_SHARD_BYTES = 64 << 20  # cap on one image shard's raw size
 EPISODE_ROWS_PER_CHUNK = 4096
@@ -879,6 +882,8 @@ class Dataset:
             lines.append(f"    {spec.name:20s} {spec.kind:7s} {spec.dtype:8s} {str(spec.shape):16s} {spec.units:6s} {spec.topic}")
         lines.append(f"  tasks: {self.tasks}")
         lines.append(f"  label runs: {self.label_runs()}")
+        if self.label_arrays():
+            lines.append(f"  label arrays: {self.label_arrays()}")
         return "\n".join(lines)
 
     # ---- fingerprint, statistics, labels: what later stages add beside the data
@@ -924,9 +929,18 @@ class Dataset:
 
         return dataset_stats(self, recompute=recompute)
 
-    def label_runs(self) -> list[str]:
+    def _label_groups(self) -> dict[str, zarr.Group]:
         labels = self._store.root.get("labels")
-        return sorted(name for name, _ in labels.groups()) if labels is not None else []
+        return dict(labels.groups()) if labels is not None else {}
+
+    def label_runs(self) -> list[str]:
+        """Reward label runs (write_labels), interrupted ones included; runs of other arrays: label_arrays()."""
+        return sorted(name for name, group in self._label_groups().items() if group.attrs.get("holds") != ARRAY_RUN)
+
+    def label_arrays(self) -> dict[str, list[str]]:
+        """{run: [array names]} of the label runs that hold per-frame arrays other than rewards (write_label_array)."""
+        return {name: sorted(key for key, _ in group.arrays())
+                for name, group in sorted(self._label_groups().items()) if group.attrs.get("holds") == ARRAY_RUN}
 
     def write_labels(self, run: str, reward: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
         """Store a reward label run: reward float32 [n_frames] for the committed frames, with provenance.
@@ -969,9 +983,80 @@ class Dataset:
             raise DatasetError(f"{self.path} has no label run {run!r} (runs: {self.label_runs()}): run a labeler first")
         group = labels[run]
         attrs = group.attrs.asdict()
+        if attrs.get("holds") == ARRAY_RUN:
+            raise DatasetError(f"label run {run!r} in {self.path} holds per-frame arrays {self.label_arrays()[run]}, not "
+                               "rewards: read them with read_label_array(run, name), or name a reward label run")
         if "dataset_fingerprint" not in attrs or "reward" not in group:
             raise DatasetError(f"label run {run!r} in {self.path} is incomplete (its writing was interrupted): label again with overwrite")
         return Labels(run, group["reward"][:], attrs)
+
+    def write_label_array(self, run: str, name: str, array: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
+        """Store labels/<run>/<name>: any per-frame array [n_frames, ...] (e.g. image embeddings), with provenance.
+
+        One row per committed frame; dtype bool, integer or float (floats must be finite). attrs (JSON-able:
+        what produced it, model, config) get the dataset fingerprint, n_frames, n_episodes and the creation
+        time added, and are written to the array last, so an array without them is one whose writing was
+        interrupted. A run holds any number of arrays but no rewards (those are write_labels' runs);
+        overwrite=True replaces an existing array of the run, leaving its other arrays alone.
+        """
+        _check_name("label run", run)
+        _check_name("label array", name)
+        if name == "reward":
+            raise DatasetError("label array name 'reward' is reserved for reward runs: store rewards with write_labels")
+        array = np.asarray(array)
+        if array.dtype.kind not in "biuf":
+            raise DatasetError(f"label array {run}/{name}: dtype {array.dtype} is not a bool, integer or float type")
+        if array.ndim == 0 or array.shape[0] != self.n_frames:
+            raise DatasetError(f"label array {run}/{name} needs one row per committed frame of {self.path}: "
+                               f"shape ({self.n_frames}, ...), got {array.shape}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+            raise DatasetError(f"label array {run}/{name} has non-finite values at frames {bad[:5]}")
+        provenance = json.loads(json.dumps(dict(attrs), default=str)) | {
+            "dataset_fingerprint": self.fingerprint(), "n_frames": self.n_frames,
+            "n_episodes": self.n_episodes, "created": _now(),
+        }
+        root = _open_group(self.path, writable=True)
+        with _writing(self.path, f"labels/{run}/{name}"):
+            labels = root.require_group("labels")
+            if run in labels:
+                group = labels[run]
+                if group.attrs.get("holds") != ARRAY_RUN:
+                    raise DatasetError(f"{self.path} has a reward label run {run!r}: choose another run name for arrays")
+                if name in group:
+                    if not overwrite:
+                        raise DatasetError(f"label run {run!r} in {self.path} already has array {name!r}: choose a "
+                                           "new name or pass overwrite=True")
+                    del group[name]
+            else:
+                group = labels.create_group(run, attributes={"holds": ARRAY_RUN})
+            spec = FeatureSpec(name, array.dtype.name, array.shape[1:], "state")  # chunked along time like low-dim data
+            stored = _create_array(group, name, spec, shard_frames=1)
+            stored.resize(array.shape)
+            stored[:] = array
+            stored.update_attributes(provenance)
+        self._store.root = _open_group(self.path, writable=False)
+
+    def label_array_attrs(self, run: str, name: str) -> dict[str, Any]:
+        """The provenance attributes of labels/<run>/<name> (see write_label_array), without reading the array."""
+        group = self._label_groups().get(run)
+        if group is None:
+            raise DatasetError(f"{self.path} has no label run {run!r} (array runs: {sorted(self.label_arrays())}): "
+                               "compute the array first")
+        if group.attrs.get("holds") != ARRAY_RUN:
+            raise DatasetError(f"label run {run!r} in {self.path} holds rewards, not arrays: read it with read_labels")
+        if name not in group:
+            raise DatasetError(f"label run {run!r} in {self.path} has no array {name!r} (it has {self.label_arrays()[run]})")
+        attrs = group[name].attrs.asdict()
+        if "dataset_fingerprint" not in attrs:
+            raise DatasetError(f"label array {run}/{name} in {self.path} is incomplete (its writing was interrupted): "
+                               "write it again with overwrite=True")
+        return attrs
+
+    def read_label_array(self, run: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """labels/<run>/<name> as written by write_label_array: (array [n_frames when written, ...], attrs)."""
+        attrs = self.label_array_attrs(run, name)
+        return self._label_groups()[run][name][:], attrs
 
     def _episode_index(self, index: int) -> int:
         if not -self.n_episodes <= index < self.n_episodes:
@@ -1126,6 +1211,14 @@ def validate(path: str | os.PathLike, progress: bool = True) -> list[str]:
                 problems.append(f"labels/{run}: {len(labels.reward)} rewards for {n} committed frames")
         except Exception as error:
             problems.append(f"labels/{run}: {error}")
+    for run, names in ds.label_arrays().items():
+        for name in names:
+            try:
+                values, _ = ds.read_label_array(run, name)
+                if len(values) > n:
+                    problems.append(f"labels/{run}/{name}: {len(values)} rows for {n} committed frames")
+            except Exception as error:
+                problems.append(f"labels/{run}/{name}: {error}")
     return problems
 
 

@@ -1,0 +1,251 @@
+"""Training configs: one dataclass for the run, one per algorithm; YAML in, checked at load, saved with every run.
+
+The defaults of each algorithm are its paper's (robot_stack/learn/configs/<algo>.yaml says which). A
+config file holds TrainConfig fields at the top level and the algorithm's fields under ``algorithm:``;
+``--set key=value`` overrides either (``algorithm.expectile=0.9``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robot_stack.errors import LearnError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning: a deterministic actor regressed onto the dataset's actions (MSE)."""
+
+    actor_lr: float = 3e-4
+
+
+@dataclass
+class TD3BCConfig:
+    """TD3+BC (Fujimoto & Gu 2021): TD3 with a BC term; Q is scaled by alpha / mean|Q|."""
+
+    alpha: float = 2.5
+    policy_noise: float = 0.2  # target policy smoothing noise, in [-1, 1] action units
+    noise_clip: float = 0.5
+    policy_freq: int = 2  # actor and target updates every policy_freq critic updates
+    tau: float = 0.005  # target network soft-update rate
+    n_critics: int = 2
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+
+
+@dataclass
+class IQLConfig:
+    """IQL (Kostrikov et al. 2021): expectile value regression, Q from V(s'), advantage-weighted actor."""
+
+    expectile: float = 0.7  # tau of the expectile loss
+    beta: float = 3.0  # inverse temperature of the advantage weights
+    max_weight: float = 100.0  # exp(beta * A) is clipped here
+    tau: float = 0.005
+    n_critics: int = 2
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    actor_cosine_decay: bool = True  # the paper decays the actor's learning rate with a cosine schedule
+    dropout: float = 0.0  # actor dropout (the paper uses 0.1 on some tasks)
+
+
+@dataclass
+class CQLConfig:
+    """CQL(H) (Kumar et al. 2020) on SAC: logsumexp over sampled actions pushes down out-of-data Q."""
+
+    alpha: float = 5.0  # weight of the conservative penalty (the paper's alpha for continuous control)
+    n_actions: int = 10  # sampled actions per state for the logsumexp (random, policy at s, policy at s')
+    temperature: float = 1.0
+    tau: float = 0.005
+    n_critics: int = 2
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 1e-4  # entropy temperature (SAC's automatic tuning)
+    target_entropy: float | None = None  # None: -action_dim
+    backup_entropy: bool = False  # subtract alpha * log pi in the TD target (the paper's code does not)
+
+
+ALGORITHM_CONFIGS: dict[str, type] = {"bc": BCConfig, "td3bc": TD3BCConfig, "iql": IQLConfig, "cql": CQLConfig}
+
+
+@dataclass
+class TrainConfig:
+    """One training run: what data, what observations, how long, how evaluated, and the algorithm's config."""
+
+    algo: str = "iql"
+    dataset: str = ""
+    reward: str = "sim"  # "sim" (recorded sim ground truth), "success", "labels/<run>", or "none" (BC)
+    observations: list[str] = field(default_factory=list)  # state features; empty = every feature of kind 'state'
+    images: list[str] = field(default_factory=list)  # image features (image.<camera>) seen by the policy
+    image_encoder: str = "cnn"  # "cnn" (trained, random-shift augmentation) or "clip:<model>" (frozen, cached)
+    steps: int = 100_000  # gradient updates
+    batch_size: int = 256
+    gamma: float = 0.99
+    n_step: int = 1
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
+    compile: str = "auto"  # torch.compile the update: "auto" (on CUDA), "on", "off"
+    cuda_graphs: str = "auto"  # capture sampling + update in a CUDA graph: "auto" (on CUDA), "on", "off"
+    bf16: bool = False  # bf16 autocast in the forward passes (CUDA)
+    log_every: int = 1000  # steps between metric reads (the only host syncs of the loop)
+    eval_every: int = 10_000  # steps between sim evaluations; 0 = only at the end; -1 = never
+    eval_episodes: int = 10
+    eval_seed: int = 1_000_000  # evaluation episode i uses seed eval_seed + i (away from data seeds)
+    eval_env: str = "auto"  # "auto": the dataset robot's sim_task; "none"; or a gymnasium id
+    checkpoint_every: int = 10_000
+    out: str = ""  # run folder; empty = runs/<algo>-<dataset>-<time>
+    algorithm: Any = None  # the algorithm's dataclass (filled from ALGORITHM_CONFIGS[algo])
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHM_CONFIGS:
+            raise LearnError(f"unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHM_CONFIGS)}")
+        cls = ALGORITHM_CONFIGS[self.algo]
+        if self.algorithm is None:
+            self.algorithm = cls()
+        elif isinstance(self.algorithm, dict):
+            self.algorithm = _build(cls, self.algorithm, f"algorithm ({self.algo})")
+        self.check()
+
+    def check(self) -> None:
+        """Raise LearnError naming the first value that cannot be used."""
+        positive = ("steps", "batch_size", "n_step", "log_every", "eval_episodes", "checkpoint_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise LearnError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise LearnError(f"config: gamma must be in (0, 1], got {self.gamma}")
+        for name in ("compile", "cuda_graphs"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise LearnError(f"config: {name} must be auto, on or off, got {getattr(self, name)!r}")
+        if not (self.reward in ("sim", "success", "none") or self.reward.startswith(("labels/", "feature:"))):
+            raise LearnError(f"config: reward {self.reward!r}: use sim, success, labels/<run>, feature:<name> or none")
+        if self.reward == "none" and self.algo != "bc":
+            raise LearnError(f"config: {self.algo} needs a reward (reward: none is for bc only)")
+        if not (self.image_encoder == "cnn" or self.image_encoder.startswith("clip:")):
+            raise LearnError(f"config: image_encoder {self.image_encoder!r}: use cnn or clip:<model>")
+        if not self.hidden_dims or any(int(d) < 1 for d in self.hidden_dims):
+            raise LearnError(f"config: hidden_dims must be positive layer widths, got {self.hidden_dims}")
+        algo = self.algorithm
+        if isinstance(algo, IQLConfig) and not 0.0 < algo.expectile < 1.0:
+            raise LearnError(f"config: algorithm.expectile must be in (0, 1), got {algo.expectile}")
+        if hasattr(algo, "n_critics") and algo.n_critics < 1:
+            raise LearnError(f"config: algorithm.n_critics must be at least 1, got {algo.n_critics}")
+        if hasattr(algo, "tau") and not 0.0 < algo.tau <= 1.0:
+            raise LearnError(f"config: algorithm.tau must be in (0, 1], got {algo.tau}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["algorithm"] = dataclasses.asdict(self.algorithm)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise LearnError(f"config {where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    checked = {}
+    for key, value in values.items():
+        default = getattr(cls(), key) if key != "algorithm" else None
+        checked[key] = _coerce(value, default, f"{where}.{key}")
+    return cls(**checked)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """value converted to the type of the field's default (YAML gives 3 for 3.0, strings from --set)."""
+    if default is None or value is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes", "on")
+            return bool(value)
+        if isinstance(default, (int, float)):
+            number = type(default)(float(value)) if isinstance(default, int) else float(value)
+            if isinstance(default, int) and float(value) != number:
+                raise ValueError(value)
+            return number
+        if isinstance(default, list):
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.startswith("[") else [v for v in value.split(",") if v]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [type(default[0])(v) if default else v for v in value]
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise LearnError(f"config {where}: {value!r} is not a {type(default).__name__}") from None
+    return value
+
+
+def default_config_path(algo: str) -> Path:
+    return CONFIG_DIR / f"{algo}.yaml"
+
+
+def load_config(algo: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                **fields: Any) -> TrainConfig:
+    """The run config: the algorithm's YAML in the repo, then `path` (a user's YAML), then fields, then overrides.
+
+    overrides: {"steps": "5000", "algorithm.expectile": "0.9"} (strings from the CLI's --set are converted).
+    """
+    document: dict[str, Any] = {}
+    if path is not None:
+        document = _read_yaml(Path(path))
+    algo = algo or fields.get("algo") or document.get("algo")
+    if algo not in ALGORITHM_CONFIGS:
+        raise LearnError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHM_CONFIGS)}")
+    merged = _read_yaml(default_config_path(algo))
+    if document.get("algo", algo) != algo:
+        raise LearnError(f"{path} is a config for {document['algo']}, not {algo}")
+    for source in (document, {k: v for k, v in fields.items() if v is not None}):
+        algorithm = {**merged.get("algorithm", {}), **(source.get("algorithm") or {})}
+        merged.update({k: v for k, v in source.items() if k != "algorithm"})
+        merged["algorithm"] = algorithm
+    for key, value in (overrides or {}).items():
+        head, _, tail = key.partition(".")
+        if head == "algorithm" and tail:
+            merged["algorithm"][tail] = value
+        elif tail:
+            raise LearnError(f"config override {key!r}: only algorithm.<name> has sub-keys")
+        else:
+            merged[key] = value
+    merged["algo"] = algo
+    algorithm = merged.pop("algorithm", {}) or {}
+    config = _build(TrainConfig, {k: v for k, v in merged.items()}, "")
+    config.algorithm = _build(ALGORITHM_CONFIGS[algo], algorithm, f"algorithm ({algo})")
+    config.check()
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from to_dict() output (a saved run)."""
+    data = dict(data)
+    algorithm = data.pop("algorithm", {}) or {}
+    config = _build(TrainConfig, data, "")
+    config.algorithm = _build(ALGORITHM_CONFIGS[config.algo], algorithm, f"algorithm ({config.algo})")
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LearnError(f"config file {path} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise LearnError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise LearnError(f"config file {path}: expected a mapping of config keys")
+    return document

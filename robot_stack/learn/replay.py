@@ -1,0 +1,111 @@
+"""The replay buffer: every frame of a dataset on the training device, and the transitions between them.
+
+Frames are stored once (state float32 [F, D], images uint8 [F, H, W, 3], actions in [-1, 1]); a
+transition is two frame indices plus its n-step reward, discount and terminal flag
+(robot_stack.data.sampling's rules). ``sample`` draws indices with torch.randint on the device and
+gathers: no host round trip, so it can sit inside a compiled step or a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robot_stack.data.sampling import transition_index
+from robot_stack.data.store import Dataset
+from robot_stack.errors import LearnError
+from robot_stack.learn.observations import ObservationSpec
+
+
+@dataclass
+class Batch:
+    """A batch of transitions. obs/next_obs: {"state": float32 [B, D], "image.<cam>": uint8 [B, H, W, 3]};
+    action float32 [B, A] in [-1, 1]; reward, discount (gamma**k), terminal (1.0 = no bootstrap) float32 [B]."""
+
+    obs: dict[str, Tensor]
+    action: Tensor
+    reward: Tensor
+    next_obs: dict[str, Tensor]
+    discount: Tensor
+    terminal: Tensor
+
+
+class ReplayBuffer:
+    """Frames and transitions resident on one device; `sample(batch_size)` returns a Batch."""
+
+    def __init__(self, frames: dict[str, Tensor], action: Tensor, frame: Tensor, next_frame: Tensor,
+                 reward: Tensor, discount: Tensor, terminal: Tensor) -> None:
+        if len(frame) == 0:
+            raise LearnError("the dataset has no transitions (every episode is a single frame?)")
+        self.frames, self.action = frames, action
+        self.frame, self.next_frame = frame, next_frame
+        self.reward, self.discount, self.terminal = reward, discount, terminal
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action.device
+
+    def sample(self, batch_size: int) -> Batch:
+        index = torch.randint(len(self.frame), (batch_size,), device=self.device)
+        return self.gather(index)
+
+    def gather(self, index: Tensor) -> Batch:
+        """The transitions at `index` (int64 [B] on the buffer's device)."""
+        frame, next_frame = self.frame[index], self.next_frame[index]
+        return Batch(
+            obs={name: values[frame] for name, values in self.frames.items()},
+            action=self.action[frame],
+            reward=self.reward[index],
+            next_obs={name: values[next_frame] for name, values in self.frames.items()},
+            discount=self.discount[index],
+            terminal=self.terminal[index],
+        )
+
+    def reward_stats(self) -> dict[str, float]:
+        """Mean / min / max of the transition reward (read once, for the run's log)."""
+        reward = self.reward.float().cpu()
+        return {"mean": float(reward.mean()), "min": float(reward.min()), "max": float(reward.max())}
+
+
+def reward_source(ds: Dataset, reward: str) -> str:
+    """The TrainConfig reward name -> the sampler's source string (robot_stack.data.sampling.frame_rewards)."""
+    if reward == "sim":
+        recorded = [name for name, spec in ds.features.items() if spec.kind == "reward"]
+        if not recorded:
+            raise LearnError(f"{ds.path} has no recorded sim reward (no feature of kind 'reward'): it was not "
+                             "recorded in the sim; train with --reward success or a label run (labels/<run>)")
+        return f"feature:{recorded[0]}"
+    if reward.startswith("labels/"):
+        run = reward[len("labels/"):]
+        if run not in ds.label_runs():
+            raise LearnError(f"{ds.path} has no label run {run!r} (runs: {ds.label_runs() or 'none'}): "
+                             "run a labeling job first, or use --reward sim / success")
+        return f"label:{run}"
+    if reward in ("success", "none"):
+        return "success"
+    return reward  # feature:<name>
+
+
+def build_replay(ds: Dataset, spec: ObservationSpec, reward: str, *, n_step: int = 1, gamma: float = 0.99,
+                 embeddings: dict[str, np.ndarray] | None = None, device: str | torch.device = "cpu") -> ReplayBuffer:
+    """Load every committed frame of `ds` onto `device` as `spec` describes, with its transitions."""
+    index = transition_index(ds, reward_source(ds, reward), n_step, gamma)
+    state = spec.state_from({name: ds.frames(name) for name in spec.state}, embeddings)
+    frames = {"state": torch.as_tensor(state, device=device)}
+    for name in spec.images:
+        frames[name] = torch.as_tensor(ds.frames(name), device=device)
+    action = torch.as_tensor(spec.scale(ds.frames(spec.action).reshape(ds.n_frames, -1)), device=device)
+    rewards = np.zeros_like(index.reward) if reward == "none" else index.reward
+
+    def tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+        return torch.as_tensor(np.asarray(values), device=device).to(dtype)
+
+    return ReplayBuffer(frames, action, tensor(index.frame, torch.int64), tensor(index.next_frame, torch.int64),
+                        tensor(rewards, torch.float32), tensor(index.discount, torch.float32),
+                        tensor(index.terminal, torch.float32))

@@ -1,0 +1,373 @@
+"""The training loop every algorithm shares: data onto the device, fast steps, logs, checkpoints, sim evaluation.
+
+A run folder holds everything needed to understand and continue it:
+
+    runs/<name>/config.yaml          the full TrainConfig (algorithm defaults included)
+    runs/<name>/run.json             dataset path + fingerprint, reward source (+ label run provenance),
+                                     observation spec (features, normalization, action bounds), device, versions
+    runs/<name>/checkpoints/         step_<N>.pt and latest.pt (state dicts, RNG, spec; torch.load weights_only)
+    runs/<name>/tb/                  TensorBoard scalars (losses, updates/s, eval/success_rate, eval/return)
+    runs/<name>/eval.jsonl           one line per evaluation
+    runs/<name>/result.json          the final evaluation, steps, wall time, updates/s
+
+The hot loop samples on the device and updates without a host sync; losses are summed on the device and
+read every log_every steps. On CUDA the step is compiled and captured in a CUDA graph (config: compile,
+cuda_graphs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robot_stack import __version__
+from robot_stack.data.store import Dataset
+from robot_stack.errors import DatasetError, LearnError
+from robot_stack.learn.algorithms import algorithm_class
+from robot_stack.learn.algorithms.base import Algorithm
+from robot_stack.learn.config import TrainConfig, config_from_dict
+from robot_stack.learn.evaluate import PolicyRunner, evaluate, make_env, sim_task_of
+from robot_stack.learn.observations import ObservationSpec, build_spec
+from robot_stack.learn.replay import ReplayBuffer, build_replay
+
+CHECKPOINT_FORMAT = "robot_stack.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda if available, else cpu; a named CUDA device that is missing is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LearnError(f"device {name!r}: this machine has no CUDA GPU torch can use; train with --device cpu")
+    return device
+
+
+class StepFunction:
+    """sample + update, eager, compiled, or replayed from a CUDA graph (one graph per update_actor value)."""
+
+    def __init__(self, replay: ReplayBuffer, algorithm: Algorithm, config: TrainConfig, device: torch.device,
+                 log: Callable[[str], None]) -> None:
+        self.replay, self.algorithm, self.batch_size = replay, algorithm, config.batch_size
+        self.autocast = config.bf16 and device.type == "cuda"
+        use = {"on": True, "off": False, "auto": device.type == "cuda"}
+        self.compiled = use[config.compile]
+        self.graphed = use[config.cuda_graphs] and device.type == "cuda"
+        if use[config.cuda_graphs] and device.type != "cuda":
+            log("cuda_graphs: on needs a CUDA device; running without graphs")
+        function = self._step
+        if self.compiled:
+            # No CUDA-graph trees from inductor: the whole step (sampling, backward, optimizer) is captured below.
+            mode = "max-autotune-no-cudagraphs" if device.type == "cuda" else None
+            function = torch.compile(self._step, mode=mode, dynamic=False)
+        self.function = function
+        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
+        self.log = log
+
+    def _step(self, update_actor: bool) -> dict[str, Tensor]:
+        batch = self.replay.sample(self.batch_size)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.algorithm.update(batch, update_actor)
+
+    def __call__(self, update_actor: bool) -> dict[str, Tensor]:
+        if not self.graphed:
+            return self.function(update_actor)
+        if update_actor not in self.graphs:
+            try:
+                self.graphs[update_actor] = self._capture(update_actor)
+            except RuntimeError as error:  # a model with host syncs cannot be captured: run it as it is
+                self.log(f"CUDA graph capture failed ({str(error).splitlines()[0]}); running without graphs")
+                self.graphed = False
+                return self.function(update_actor)
+        graph, outputs = self.graphs[update_actor]
+        graph.replay()
+        return outputs
+
+    def _capture(self, update_actor: bool) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
+        # The documented whole-network capture: warm up on a side stream (optimizer state, compiled kernels), then capture.
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.function(update_actor)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.function(update_actor)
+        return graph, outputs
+
+
+class Trainer:
+    """Builds the run from a TrainConfig (or resumes one) and trains it: `Trainer(config).run()`."""
+
+    def __init__(self, config: TrainConfig | None = None, *, resume: str | Path | None = None,
+                 steps: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+        """A new run from `config`, or the run in folder `resume` continued from its latest checkpoint
+        (to `steps` total updates if given, else to its configured steps)."""
+        self.log = log or (lambda text: print(text, file=sys.stderr))
+        self.progress = progress
+        self.start_step = 0
+        checkpoint = None
+        if resume is not None:
+            checkpoint = load_checkpoint(latest_checkpoint(Path(resume)), "cpu")
+            config, self.run_dir = config_from_dict(checkpoint["config"]), Path(resume)
+            self.start_step = int(checkpoint["step"])
+        if config is None:
+            raise LearnError("give a TrainConfig or a run folder to resume")
+        if steps is not None:
+            config.steps = int(steps)
+        if self.start_step >= config.steps:
+            raise LearnError(f"run {resume} already trained {self.start_step} steps: resume with --steps above that")
+        self.config = config
+        if not config.dataset:
+            raise LearnError("no dataset: give --dataset PATH (a robot_stack Zarr dataset)")
+        try:
+            self.dataset = Dataset.open(config.dataset)
+        except DatasetError as error:
+            raise LearnError(f"cannot train on {config.dataset}: {error}") from None
+        self.fingerprint = self.dataset.fingerprint()
+        if checkpoint is not None and checkpoint["dataset_fingerprint"] != self.fingerprint:
+            raise LearnError(f"{config.dataset} changed since run {resume} started (fingerprint "
+                             f"{checkpoint['dataset_fingerprint'][:12]} then, {self.fingerprint[:12]} now): "
+                             "start a new run instead of resuming")
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        embeddings = self._embeddings()
+        self.spec = build_spec(self.dataset, config.observations, config.images, embeddings,
+                               config.image_encoder[len("clip:"):] if embeddings else "")
+        self.replay = build_replay(self.dataset, self.spec, config.reward, n_step=config.n_step, gamma=config.gamma,
+                                   embeddings=embeddings, device=self.device)
+        self.algorithm: Algorithm = algorithm_class(config.algo)(self.spec, config, self.device)
+        if checkpoint is not None:
+            self.algorithm.load_state_dict(checkpoint["algorithm"])
+            _set_rng(checkpoint.get("rng", {}))
+        else:
+            self.run_dir = Path(config.out) if config.out else default_run_dir(config)
+            if (self.run_dir / "checkpoints").exists():
+                raise LearnError(f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
+                                 "or choose another --out")
+        self.task = None if config.eval_env == "none" else (
+            config.eval_env if config.eval_env != "auto" else sim_task_of(self.dataset.robot))
+
+    def _embeddings(self) -> dict[str, np.ndarray] | None:
+        config = self.config
+        if not config.images or not config.image_encoder.startswith("clip:"):
+            return None
+        from robot_stack.learn.clip_embed import clip_embeddings  # the label extra (open_clip)
+
+        model = config.image_encoder[len("clip:"):]
+        return {name: clip_embeddings(self.dataset, name, model, device=self.device, progress=self.progress)
+                for name in config.images}
+
+    # -- the run -----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        config, algorithm = self.config, self.algorithm
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        self._write_run_files()
+        writer = _summary_writer(self.run_dir / "tb", self.log)
+        step_function = StepFunction(self.replay, algorithm, config, self.device, self.log)
+        every = algorithm.actor_every
+        sums: dict[str, Tensor] = {}
+        window_start, window_steps = time.perf_counter(), 0
+        started = time.perf_counter()
+        last_eval: dict[str, Any] | None = None
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=self.start_step, desc=f"{config.algo} {self.dataset.path.name}",
+                   unit="step", disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
+        algorithm.train(True)
+        try:
+            for step in range(self.start_step, config.steps):
+                algorithm.schedule(step, config.steps)
+                metrics = step_function((step + 1) % every == 0)
+                for key, value in metrics.items():
+                    sums[key] = sums[key] + value if key in sums else value.clone()
+                window_steps += 1
+                done = step + 1
+                if done % config.log_every == 0 or done == config.steps:
+                    means = {key: float(value) / window_steps for key, value in sums.items()}  # the one sync
+                    rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+                    for key, value in means.items():
+                        writer.add_scalar(f"train/{key}", value, done) if writer else None
+                    writer.add_scalar("train/updates_per_s", rate, done) if writer else None
+                    bar.set_postfix(_postfix(means, last_eval), refresh=False)
+                    bar.update(window_steps)
+                    sums, window_start, window_steps = {}, time.perf_counter(), 0
+                    if not all(math.isfinite(v) for v in means.values()):
+                        self.save_checkpoint(done)
+                        raise LearnError(f"losses went non-finite at step {done} ({means}); lower the learning "
+                                         f"rates or check the rewards; checkpoint saved in {self.run_dir}")
+                if self._due(done, config.eval_every):
+                    last_eval = self._evaluate(done, writer)
+                    bar.set_postfix(_postfix({}, last_eval), refresh=False)
+                if done % config.checkpoint_every == 0 and done != config.steps:
+                    self.save_checkpoint(done)
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint(step)
+            self.log(f"interrupted at step {step}: checkpoint {path}; continue with --resume {self.run_dir}")
+            raise
+        bar.close()
+        seconds = time.perf_counter() - started
+        self.save_checkpoint(config.steps)
+        if last_eval is None and config.eval_every >= 0 and self.task is not None and config.steps > self.start_step:
+            last_eval = self._evaluate(config.steps, writer)
+        if writer:
+            writer.close()
+        result = {"algo": config.algo, "dataset": str(self.dataset.path), "dataset_fingerprint": self.fingerprint,
+                  "steps": config.steps, "seed": config.seed, "seconds": round(seconds, 2),
+                  "updates_per_s": round((config.steps - self.start_step) / max(seconds, 1e-9), 1),
+                  "device": str(self.device), "evaluation": _without_rows(last_eval), "run_dir": str(self.run_dir)}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def _due(self, done: int, every: int) -> bool:
+        if self.task is None or every < 0:
+            return False
+        return (every > 0 and done % every == 0) or done == self.config.steps
+
+    def _evaluate(self, step: int, writer: Any) -> dict[str, Any]:
+        config = self.config
+        env = make_env(self.task, self.spec)
+        self.algorithm.train(False)
+        try:
+            policy = PolicyRunner(self.algorithm.act, self.spec, self.device, self._embed_function())
+            result = evaluate(policy, env, config.eval_episodes, config.eval_seed) | {"step": step}
+        finally:
+            env.close()
+            self.algorithm.train(True)
+        if writer:
+            writer.add_scalar("eval/success_rate", result["success_rate"], step)
+            writer.add_scalar("eval/return", result["mean_return"], step)
+        with open(self.run_dir / "eval.jsonl", "a") as file:
+            file.write(json.dumps(result) + "\n")
+        return result
+
+    def _embed_function(self) -> Callable[[str, np.ndarray], np.ndarray] | None:
+        if not self.spec.embeddings:
+            return None
+        from robot_stack.learn.clip_embed import embed_images
+
+        model = self.config.image_encoder[len("clip:"):]
+        return lambda name, images: embed_images(images, model, device=self.device)
+
+    # -- files -------------------------------------------------------------------------------------------------
+
+    def _write_run_files(self) -> None:
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        reward: dict[str, Any] = {"source": self.config.reward}
+        if self.config.reward.startswith("labels/"):
+            labels = self.dataset.read_labels(self.config.reward[len("labels/"):])
+            reward["label_run"] = json.loads(json.dumps(labels.attrs, default=str))
+        info = {
+            "config": self.config.to_dict(),
+            "dataset": {"path": str(self.dataset.path), "fingerprint": self.fingerprint,
+                        "episodes": self.dataset.n_episodes, "frames": self.dataset.n_frames,
+                        "robot": self.dataset.robot, "transitions": len(self.replay)},
+            "reward": reward | {"transition_reward": self.replay.reward_stats()},
+            "observation_spec": self.spec.to_json(),
+            "device": str(self.device), "eval_task": self.task,
+            "versions": {"robot_stack": __version__, "torch": torch.__version__},
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def save_checkpoint(self, step: int) -> Path:
+        state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
+                 "config": self.config.to_dict(), "spec": self.spec.to_json(),
+                 "dataset_fingerprint": self.fingerprint, "algorithm": self.algorithm.state_dict(), "rng": _get_rng()}
+        folder = self.run_dir / "checkpoints"
+        path = folder / f"step_{step:08d}.pt"
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path)  # a kill while saving leaves the previous checkpoint whole
+        latest = folder / "latest.pt"
+        temporary = folder / "latest.tmp"
+        torch.save(state, temporary)
+        temporary.replace(latest)
+        return path
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.algo}-{Path(config.dataset).stem}-{stamp}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    path = run_dir / "checkpoints" / "latest.pt" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise LearnError(f"no checkpoint at {path}: give a run folder (runs/<name>) or a checkpoint file")
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by Trainer.save_checkpoint (tensors and plain data only: no pickled code)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a truncated or foreign file
+        raise LearnError(f"{path} is not a readable robot_stack checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise LearnError(f"{path} is not a robot_stack checkpoint")
+    if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+        raise LearnError(f"{path} is checkpoint version {state['version']}; this robot_stack reads up to "
+                         f"{CHECKPOINT_VERSION}: upgrade robot_stack")
+    return state
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[Algorithm, ObservationSpec, TrainConfig]:
+    """The algorithm (actor included), observation spec and config of a checkpoint or run folder, ready to act."""
+    state = load_checkpoint(latest_checkpoint(Path(path)), device)
+    config = config_from_dict(state["config"])
+    spec = ObservationSpec.from_json(state["spec"])
+    algorithm = algorithm_class(config.algo)(spec, config, torch.device(device))
+    algorithm.load_state_dict(state["algorithm"])
+    algorithm.train(False)
+    return algorithm, spec, config
+
+
+def _get_rng() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _summary_writer(folder: Path, log: Callable[[str], None]) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("tensorboard is not installed: no TensorBoard logs (pip install 'robot_stack[learn]')")
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _postfix(means: dict[str, float], evaluation: dict[str, Any] | None) -> dict[str, str]:
+    shown = {key: f"{value:.3g}" for key, value in means.items() if key.endswith("loss")}
+    if evaluation:
+        shown["success"] = f"{evaluation['success_rate']:.0%}"
+    return shown
+
+
+def _without_rows(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if evaluation is None else {k: v for k, v in evaluation.items() if k != "rows"}
