@@ -21,6 +21,11 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 # Headless rendering: EGL on a GPU machine, OSMesa (Debian libosmesa6) on the CPU.
 os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
 
+# Test modules bring in MuJoCo and torch in any order; triton (torch's) must load before OSMesa (robot_stack.native).
+from robot_stack.native import load_triton_before_osmesa  # noqa: E402
+
+load_triton_before_osmesa()
+
 
 def fresh_dds_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses that must see each other and nothing else: new domain and tag."""

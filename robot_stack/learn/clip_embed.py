@@ -253,3 +253,21 @@ def _embed(ds: Dataset, feature: str, clip: nn.Module, preprocess: BatchPreproce
             out[start : start + len(values)] = values
             bar.update(len(values))
     return out
+
+
+_LOADED: dict[tuple[str, str], tuple[nn.Module, Callable[[Tensor], Tensor]]] = {}
+
+
+def embed_images(images: np.ndarray, model: str, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """L2-normalised CLIP embeddings of live camera frames (uint8 [N, H, W, 3]) -> float32 [N, E].
+
+    The same model and preprocessing as clip_embeddings, so a policy trained on cached embeddings sees the
+    same numbers when it runs (sim evaluation, the policy node). The model is loaded once per process.
+    """
+    key = (model, str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_clip(model, device)
+    clip, preprocess = _LOADED[key]
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        return F.normalize(clip.encode_image(preprocess(batch)).float(), dim=-1).cpu().numpy()

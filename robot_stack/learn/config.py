@@ -182,7 +182,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             if isinstance(value, str):
                 value = yaml.safe_load(value) if value.startswith("[") else [v for v in value.split(",") if v]
             if not isinstance(value, list):
-                raise ValueError(value)
+                raise ValueError(value)  # noqa: TRY004  (turned into a LearnError below)
             return [type(default[0])(v) if default else v for v in value]
         if isinstance(default, str):
             return str(value)

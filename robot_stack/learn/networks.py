@@ -6,6 +6,7 @@ The Q-ensemble is one batched module (weights [E, in, out], one bmm per layer), 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -49,8 +50,11 @@ class EnsembleLinear(nn.Module):
             self.weight.data[member] = weight.T
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: Tensor, members: int | None = None) -> Tensor:
+        """members: use only the first `members` layers (x is then [members, B, in])."""
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[:members], x, self.weight[:members])
 
 
 class QEnsemble(nn.Module):
@@ -60,15 +64,16 @@ class QEnsemble(nn.Module):
         super().__init__()
         self.ensemble_size = ensemble_size
         dims = [obs_dim + action_dim, *hidden_dims]
-        self.hidden = nn.ModuleList(EnsembleLinear(i, o, ensemble_size) for i, o in zip(dims[:-1], dims[1:]))
+        self.hidden = nn.ModuleList(EnsembleLinear(i, o, ensemble_size) for i, o in itertools.pairwise(dims))
         self.out = EnsembleLinear(dims[-1], 1, ensemble_size)
 
-    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+    def forward(self, obs: Tensor, action: Tensor, members: int | None = None) -> Tensor:
+        """Q-values [E, B]; with `members`, only the first that many critics are run ([members, B])."""
         x = torch.cat([obs, action], dim=-1)
-        x = x.unsqueeze(0).expand(self.ensemble_size, *x.shape)
+        x = x.unsqueeze(0).expand(members or self.ensemble_size, *x.shape)
         for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.out(x).squeeze(-1)
+            x = F.relu(layer(x, members))
+        return self.out(x, members).squeeze(-1)
 
 
 class DeterministicActor(nn.Module):

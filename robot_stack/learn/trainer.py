@@ -55,7 +55,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 class StepFunction:
-    """sample + update, eager, compiled, or replayed from a CUDA graph (one graph per update_actor value)."""
+    """sample + update + loss sums, eager, compiled, or replayed from a CUDA graph (one per update_actor value).
+
+    The losses of each step are added into device tensors inside the step (so inside the graph too);
+    `read()` returns their means since the last read: the loop's one host sync, every log_every steps.
+    """
 
     def __init__(self, replay: ReplayBuffer, algorithm: Algorithm, config: TrainConfig, device: torch.device,
                  log: Callable[[str], None]) -> None:
@@ -72,40 +76,66 @@ class StepFunction:
             mode = "max-autotune-no-cudagraphs" if device.type == "cuda" else None
             function = torch.compile(self._step, mode=mode, dynamic=False)
         self.function = function
-        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self.sums: dict[str, Tensor] = {}  # running loss sums, allocated on the first step (fixed addresses)
+        self.keys: dict[bool, list[str]] = {}  # the losses each kind of step returns
+        self.counts: dict[str, int] = {}
         self.log = log
 
-    def _step(self, update_actor: bool) -> dict[str, Tensor]:
+    def _step(self, update_actor: bool) -> list[str]:
         batch = self.replay.sample(self.batch_size)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            return self.algorithm.update(batch, update_actor)
+            metrics = self.algorithm.update(batch, update_actor)
+        for key, value in metrics.items():
+            if key not in self.sums:  # only on the eager first step of each kind: the sums keep their addresses
+                self.sums[key] = torch.zeros((), device=value.device)
+            self.sums[key].add_(value.float())
+        return list(metrics)
 
-    def __call__(self, update_actor: bool) -> dict[str, Tensor]:
-        if not self.graphed:
-            return self.function(update_actor)
-        if update_actor not in self.graphs:
-            try:
-                self.graphs[update_actor] = self._capture(update_actor)
-            except RuntimeError as error:  # a model with host syncs cannot be captured: run it as it is
-                self.log(f"CUDA graph capture failed ({str(error).splitlines()[0]}); running without graphs")
-                self.graphed = False
-                return self.function(update_actor)
-        graph, outputs = self.graphs[update_actor]
-        graph.replay()
-        return outputs
+    def __call__(self, update_actor: bool) -> None:
+        if update_actor not in self.keys:
+            self.keys[update_actor] = self._step(update_actor)  # eager: learns the loss names, allocates the sums
+            if self.graphed:
+                self._capture(update_actor)
+        elif update_actor in self.graphs:
+            self.graphs[update_actor].replay()
+        else:
+            self.function(update_actor)
+        for key in self.keys[update_actor]:
+            self.counts[key] = self.counts.get(key, 0) + 1
 
-    def _capture(self, update_actor: bool) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
-        # The documented whole-network capture: warm up on a side stream (optimizer state, compiled kernels), then capture.
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
+    def _capture(self, update_actor: bool) -> None:
+        # The documented whole-network capture: warm up on a side stream (optimizer state, compiled kernels), then
+        # capture. Warm-up updates are real, so the state before them is put back afterwards.
+        saved, sums = _clone(self.algorithm.state_dict()), _clone(self.sums)
+        rng = torch.cuda.get_rng_state()
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self.function(update_actor)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self.function(update_actor)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = self.function(update_actor)
-        return graph, outputs
+            self.graphs[update_actor] = graph
+        except RuntimeError as error:  # a model with host syncs cannot be captured: run it as it is
+            self.log(f"CUDA graph capture failed ({str(error).splitlines()[0]}); running without graphs")
+            self.graphed = False
+        with torch.no_grad():
+            self.algorithm.load_state_dict(saved)
+            for key, value in sums.items():
+                self.sums[key].copy_(value)
+        torch.cuda.set_rng_state(rng)
+
+    def read(self) -> dict[str, float]:
+        """Mean of each loss since the last read (a host sync), and reset the sums in place."""
+        means = {key: float(value) / max(self.counts.get(key, 0), 1) for key, value in self.sums.items()}
+        for value in self.sums.values():
+            value.zero_()
+        self.counts = {}
+        return means
 
 
 class Trainer:
@@ -165,7 +195,9 @@ class Trainer:
         config = self.config
         if not config.images or not config.image_encoder.startswith("clip:"):
             return None
-        from robot_stack.learn.clip_embed import clip_embeddings  # the label extra (open_clip)
+        from robot_stack.learn.clip_embed import (
+            clip_embeddings,  # the label extra (open_clip)
+        )
 
         model = config.image_encoder[len("clip:"):]
         return {name: clip_embeddings(self.dataset, name, model, device=self.device, progress=self.progress)
@@ -181,7 +213,6 @@ class Trainer:
         writer = _summary_writer(self.run_dir / "tb", self.log)
         step_function = StepFunction(self.replay, algorithm, config, self.device, self.log)
         every = algorithm.actor_every
-        sums: dict[str, Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
         started = time.perf_counter()
         last_eval: dict[str, Any] | None = None
@@ -190,23 +221,23 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.start_step, desc=f"{config.algo} {self.dataset.path.name}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
         algorithm.train(True)
+        step = self.start_step
         try:
             for step in range(self.start_step, config.steps):
                 algorithm.schedule(step, config.steps)
-                metrics = step_function((step + 1) % every == 0)
-                for key, value in metrics.items():
-                    sums[key] = sums[key] + value if key in sums else value.clone()
+                step_function((step + 1) % every == 0)
                 window_steps += 1
                 done = step + 1
                 if done % config.log_every == 0 or done == config.steps:
-                    means = {key: float(value) / window_steps for key, value in sums.items()}  # the one sync
+                    means = step_function.read()  # the loop's one host sync
                     rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
-                    for key, value in means.items():
-                        writer.add_scalar(f"train/{key}", value, done) if writer else None
-                    writer.add_scalar("train/updates_per_s", rate, done) if writer else None
+                    if writer:
+                        for key, value in means.items():
+                            writer.add_scalar(f"train/{key}", value, done)
+                        writer.add_scalar("train/updates_per_s", rate, done)
                     bar.set_postfix(_postfix(means, last_eval), refresh=False)
                     bar.update(window_steps)
-                    sums, window_start, window_steps = {}, time.perf_counter(), 0
+                    window_start, window_steps = time.perf_counter(), 0
                     if not all(math.isfinite(v) for v in means.values()):
                         self.save_checkpoint(done)
                         raise LearnError(f"losses went non-finite at step {done} ({means}); lower the learning "
@@ -282,7 +313,7 @@ class Trainer:
             "observation_spec": self.spec.to_json(),
             "device": str(self.device), "eval_task": self.task,
             "versions": {"robot_stack": __version__, "torch": torch.__version__},
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -302,6 +333,17 @@ class Trainer:
         return path
 
 
+def _clone(tree: Any) -> Any:
+    """A copy of a (nested) state dict whose tensors do not share memory with the live ones."""
+    if isinstance(tree, Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {key: _clone(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_clone(value) for value in tree)
+    return tree
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.algo}-{Path(config.dataset).stem}-{stamp}"
@@ -318,7 +360,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     """A checkpoint written by Trainer.save_checkpoint (tensors and plain data only: no pickled code)."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many types for a truncated or foreign file
+    except Exception as error:  # noqa: BLE001  (torch raises many types for a truncated or foreign file)
         raise LearnError(f"{path} is not a readable robot_stack checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise LearnError(f"{path} is not a robot_stack checkpoint")

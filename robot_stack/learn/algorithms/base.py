@@ -19,11 +19,17 @@ from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
 
 
-def adam(parameters: Any, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam that can live inside a CUDA graph on CUDA (capturable, learning rate held in a tensor)."""
+def adam(parameters: Any, lr: float, device: torch.device, compiled: bool = False) -> torch.optim.Adam:
+    """Adam that can live inside a CUDA graph on CUDA (capturable, learning rate held in a tensor).
+
+    Compiled on the CPU, the learning rate is a tensor too: a schedule then changes a value, not a
+    constant baked into the compiled step (which would recompile it every step).
+    """
     parameters = list(parameters)
     if device.type == "cuda":
         return torch.optim.Adam(parameters, lr=torch.tensor(lr, device=device), capturable=True, foreach=True)
+    if compiled:
+        return torch.optim.Adam(parameters, lr=torch.tensor(lr), foreach=False)
     return torch.optim.Adam(parameters, lr=lr)
 
 
@@ -51,6 +57,10 @@ class Algorithm:
         self.encoder = ObservationEncoder(spec.state_dim, image_shapes).to(self.device)
         self.obs_dim = self.encoder.out_dim
         self.actor: nn.Module
+
+    def adam(self, parameters: Any, lr: float) -> torch.optim.Adam:
+        """An Adam for this algorithm's device and compile setting (see the module function)."""
+        return adam(parameters, lr, self.device, compiled=self.train_config.compile == "on")
 
     def encode(self, obs: dict[str, Tensor], augment: bool = True) -> Tensor:
         """Observation tensors -> the features the networks take, [B, obs_dim] (random shift on images)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from robot_stack.learn.algorithms.base import Algorithm, adam
+from robot_stack.learn.algorithms.base import Algorithm
 from robot_stack.learn.networks import DeterministicActor
 from robot_stack.learn.replay import Batch
 
@@ -20,7 +20,7 @@ class BC(Algorithm):
     def __init__(self, spec, config, device) -> None:
         super().__init__(spec, config, device)
         self.actor = DeterministicActor(self.obs_dim, self.action_dim, self.hidden_dims).to(self.device)
-        self.actor_optimizer = adam([*self.actor.parameters(), *self.encoder.parameters()], self.config.actor_lr, self.device)
+        self.actor_optimizer = self.adam([*self.actor.parameters(), *self.encoder.parameters()], self.config.actor_lr)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         obs = self.encode(batch.obs)

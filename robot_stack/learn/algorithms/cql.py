@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from robot_stack.learn.algorithms.base import Algorithm, adam, frozen_copy
+from robot_stack.learn.algorithms.base import Algorithm, frozen_copy
 from robot_stack.learn.networks import QEnsemble, TanhGaussianActor, soft_update
 from robot_stack.learn.replay import Batch
 
@@ -53,9 +53,9 @@ class CQL(Algorithm):
         self.critic_target = frozen_copy(self.critic)
         self.temperature = Temperature().to(self.device)
         self.target_entropy = -float(self.action_dim) if c.target_entropy is None else float(c.target_entropy)
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, self.device)
-        self.critic_optimizer = adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr, self.device)
-        self.temperature_optimizer = adam(self.temperature.parameters(), c.alpha_lr, self.device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
+        self.temperature_optimizer = self.adam(self.temperature.parameters(), c.alpha_lr)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from robot_stack.learn.algorithms.base import Algorithm, adam, frozen_copy, set_lr
+from robot_stack.learn.algorithms.base import Algorithm, frozen_copy, set_lr
 from robot_stack.learn.networks import MLP, GaussianActor, QEnsemble, soft_update
 from robot_stack.learn.replay import Batch
 
@@ -40,9 +40,9 @@ class IQL(Algorithm):
         self.critic = QEnsemble(self.obs_dim, self.action_dim, self.hidden_dims, c.n_critics).to(self.device)
         self.critic_target = frozen_copy(self.critic)
         self.value = MLP(self.obs_dim, 1, self.hidden_dims).to(self.device)
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, self.device)
-        self.critic_optimizer = adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr, self.device)
-        self.value_optimizer = adam(self.value.parameters(), c.value_lr, self.device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
+        self.value_optimizer = self.adam(self.value.parameters(), c.value_lr)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config

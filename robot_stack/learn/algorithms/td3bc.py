@@ -6,7 +6,7 @@ Critic (TD3, every step), with target policy smoothing and the clipped double-Q 
     L(Q) = sum_i E (Q_i(s, a) - y)^2
 Actor (every policy_freq steps), Q normalised so that alpha sets the RL/BC balance whatever Q's scale:
     lambda = alpha / E|Q_1(s, pi(s))|   (no gradient through lambda)
-    L(pi)  = -lambda E Q_1(s, pi(s)) + E ||pi(s) - a||^2
+    L(pi)  = -lambda E Q_1(s, pi(s)) + E mean_j (pi(s)_j - a_j)^2   (F.mse_loss, as in the authors' code)
 then the targets move: theta_targ <- (1 - tau) theta_targ + tau theta.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robot_stack.learn.algorithms.base import Algorithm, adam, frozen_copy
+from robot_stack.learn.algorithms.base import Algorithm, frozen_copy
 from robot_stack.learn.networks import DeterministicActor, QEnsemble, soft_update
 from robot_stack.learn.replay import Batch
 
@@ -35,8 +35,8 @@ class TD3BC(Algorithm):
         self.actor = DeterministicActor(self.obs_dim, self.action_dim, self.hidden_dims).to(self.device)
         self.critic = QEnsemble(self.obs_dim, self.action_dim, self.hidden_dims, c.n_critics).to(self.device)
         self.actor_target, self.critic_target = frozen_copy(self.actor), frozen_copy(self.critic)
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, self.device)
-        self.critic_optimizer = adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr, self.device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config
@@ -59,7 +59,7 @@ class TD3BC(Algorithm):
 
         obs = obs.detach()
         pi = self.actor(obs)
-        q_pi = self.critic(obs, pi)[0]
+        q_pi = self.critic(obs, pi, members=1)[0]  # only Q_1 enters the actor's loss
         lmbda = td3bc_lambda(q_pi, c.alpha)
         actor_loss = -lmbda * q_pi.mean() + ((pi - batch.action) ** 2).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
