@@ -148,6 +148,20 @@ def test_bad_observations_and_rewards_are_named(reach_mixed, tmp_path, fields, m
         Trainer(config(reach_mixed, tmp_path, **fields), progress=False)
 
 
+def test_a_label_run_is_the_reward_and_its_provenance_is_kept_with_the_run(reach_mixed, tmp_path):
+    labels = -np.arange(reach_mixed.n_frames, dtype=np.float32) / reach_mixed.n_frames  # distinct from sim_reward
+    reach_mixed.write_labels("distance_test", labels, {"labeler": "test", "model": "none", "prompt": "reach"},
+                             overwrite=True)
+    run = Trainer(config(reach_mixed, tmp_path, reward="labels/distance_test", steps=5), progress=False)
+    frame, reward = run.replay.frame.numpy(), run.replay.reward.numpy()
+    assert np.allclose(reward, labels[frame + 1])  # transition t earns the label of frame t + 1
+    run.run()
+    info = json.loads((tmp_path / "run_iql" / "run.json").read_text())
+    assert info["reward"]["source"] == "labels/distance_test"
+    assert info["reward"]["label_run"]["labeler"] == "test"
+    assert info["reward"]["label_run"]["dataset_fingerprint"] == reach_mixed.fingerprint()
+
+
 @pytest.mark.parametrize("algo", ["bc", "td3bc", "cql"])
 def test_every_algorithm_trains_and_its_checkpoint_acts(reach_mixed, tmp_path, algo):
     reward = "none" if algo == "bc" else "success"
@@ -263,3 +277,19 @@ def test_learn_after_mujoco_on_osmesa_is_a_clear_error_not_a_crash():
         pytest.skip("this torch has no triton: nothing clashes with OSMesa")
     assert done.returncode == 1  # an ImportError, not the segmentation fault (-11) it replaces
     assert "import robot_stack.learn (or torch) before" in done.stderr
+
+
+def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, monkeypatch):
+    """compile: on (the CUDA default) on the CPU: same updates as eager, learning-rate schedule included."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's random numbers, for comparing
+    runs = {}
+    for mode in ("off", "on"):
+        trainer = Trainer(config(reach_mixed, tmp_path, steps=6, compile=mode, log_every=3,
+                                 out=str(tmp_path / f"compile_{mode}")), progress=False)
+        trainer.run()
+        runs[mode] = trainer.algorithm.state_dict()["modules"]
+    for name in ("critic", "value", "actor"):
+        for key, eager in runs["off"][name].items():
+            torch.testing.assert_close(runs["on"][name][key], eager, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")

@@ -72,9 +72,9 @@ class StepFunction:
             log("cuda_graphs: on needs a CUDA device; running without graphs")
         function = self._step
         if self.compiled:
-            # No CUDA-graph trees from inductor: the whole step (sampling, backward, optimizer) is captured below.
-            mode = "max-autotune-no-cudagraphs" if device.type == "cuda" else None
-            function = torch.compile(self._step, mode=mode, dynamic=False)
+            # Default mode (no inductor CUDA-graph trees): the whole step (sampling, backward, optimizer) is
+            # captured in one graph below.
+            function = torch.compile(self._step, dynamic=False)
         self.function = function
         self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
         self.sums: dict[str, Tensor] = {}  # running loss sums, allocated on the first step (fixed addresses)
@@ -106,9 +106,8 @@ class StepFunction:
 
     def _capture(self, update_actor: bool) -> None:
         # The documented whole-network capture: warm up on a side stream (optimizer state, compiled kernels), then
-        # capture. Warm-up updates are real, so the state before them is put back afterwards.
-        saved, sums = _clone(self.algorithm.state_dict()), _clone(self.sums)
-        rng = torch.cuda.get_rng_state()
+        # capture. The 3 warm-up updates are real updates the step count does not show (restoring the state
+        # instead would swap the optimizer's tensors for new ones that the graph does not use).
         try:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -124,10 +123,8 @@ class StepFunction:
             self.log(f"CUDA graph capture failed ({str(error).splitlines()[0]}); running without graphs")
             self.graphed = False
         with torch.no_grad():
-            self.algorithm.load_state_dict(saved)
-            for key, value in sums.items():
-                self.sums[key].copy_(value)
-        torch.cuda.set_rng_state(rng)
+            for value in self.sums.values():  # the warm-up's losses are not the window's
+                value.zero_()
 
     def read(self) -> dict[str, float]:
         """Mean of each loss since the last read (a host sync), and reset the sums in place."""
@@ -331,17 +328,6 @@ class Trainer:
         torch.save(state, temporary)
         temporary.replace(latest)
         return path
-
-
-def _clone(tree: Any) -> Any:
-    """A copy of a (nested) state dict whose tensors do not share memory with the live ones."""
-    if isinstance(tree, Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {key: _clone(value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_clone(value) for value in tree)
-    return tree
 
 
 def default_run_dir(config: TrainConfig) -> Path:
