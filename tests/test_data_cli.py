@@ -138,6 +138,19 @@ def test_info_reports_label_runs_and_whether_they_match_the_data(capsys, tmp_pat
                                                         "created": None, "n_frames": sum(LENGTHS), "current": True}
 
 
+def test_info_reports_cached_label_arrays_beside_the_reward_runs(capsys, tmp_path):
+    path = make_dataset(tmp_path / "embedded.zarr")
+    ds = Dataset.open(path)
+    ds.write_label_array("clip_embed.image.front.tiny", "embedding", np.zeros((ds.n_frames, 4), np.float32),
+                         {"producer": "robot_stack.learn.clip_embed", "model": "tiny"})
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "clip_embed.image.front.tiny/embedding  robot_stack.learn.clip_embed, model tiny" in out
+    info = json.loads(run(capsys, "info", path, "--json")[1])
+    assert info["label_runs"] == []
+    assert [(a["run"], a["name"], a["current"]) for a in info["label_arrays"]] == [
+        ("clip_embed.image.front.tiny", "embedding", True)]
+
+
 def test_info_tells_how_to_recover_unfinished_frames(capsys, tmp_path):
     path = make_dataset(tmp_path / "crashed.zarr", unfinished=7)
     code, out, _ = run(capsys, "info", path)

@@ -35,6 +35,17 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
             "created": labels.attrs.get("created"), "n_frames": int(len(labels.reward)),
             "current": labels.attrs.get("dataset_fingerprint") == fingerprint,
         })
+    arrays = []
+    for run, names in ds.label_arrays().items():
+        for name in names:
+            try:
+                attrs = ds.label_array_attrs(run, name)
+            except DatasetError as error:
+                arrays.append({"run": run, "name": name, "error": str(error)})
+                continue
+            arrays.append({"run": run, "name": name, "producer": attrs.get("producer"), "model": attrs.get("model"),
+                           "created": attrs.get("created"),
+                           "current": attrs.get("dataset_fingerprint") == (fingerprint or ds.fingerprint())})
     rate = ds.success_rate
     return {
         "path": str(ds.path),
@@ -56,6 +67,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
         "tasks": tasks,
         "episodes_without_task": int((table["task"] == UNKNOWN).sum()),
         "label_runs": runs,
+        "label_arrays": arrays,
         "created": attrs.get("created"),
         "created_by": attrs.get("created_by"),
         "provenance": attrs.get("provenance"),
@@ -132,6 +144,12 @@ def format_info(info: dict[str, Any]) -> str:
             continue
         state = "matches the data" if run["current"] else "computed on other data (the dataset changed since): label again"
         lines.append(f"  {run['run']}  labeler {run['labeler']}, model {run['model']}, {run['created']}; {state}")
+    for array in info["label_arrays"]:
+        if "error" in array:
+            lines.append(f"  {array['run']}/{array['name']}  {array['error']}")
+            continue
+        state = "matches the data" if array["current"] else "stale (the dataset changed since): recomputed when next used"
+        lines.append(f"  {array['run']}/{array['name']}  {array['producer']}, model {array['model']}, {array['created']}; {state}")
     if info["provenance"]:
         lines.append(f"provenance {', '.join(info['provenance'])}")
     return "\n".join(lines)
