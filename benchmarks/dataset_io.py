@@ -28,14 +28,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 
@@ -172,9 +171,8 @@ def main() -> int:
     frames = camera_frames(16)
     results: dict = {
         "benchmark": "dataset_io",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
-        "versions": {"python": sys.version.split()[0], **{name: metadata.version(name) for name in ("zarr", "numpy", "torch", "robot_stack")}},
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **machine(["zarr", "numpy", "torch", "robot_stack"]),
         "settings": {"quick": args.quick, "image_frames": n_images, "paced_frames": n_paced, "low_dim_frames": n_low, "read_batches": batches, "rounds": args.rounds},
         "image_append": [], "low_dim_append": None, "image_read": [], "episode_read": [],
     }

@@ -21,13 +21,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "expert_success.json"
 
@@ -67,25 +66,6 @@ def run(task_name: str, skill: str, episodes: int) -> dict:
     }
 
 
-def machine() -> dict:
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "mujoco": version("mujoco"), "robosuite": version("robosuite"),
-            "mujoco_gl": os.environ.get("MUJOCO_GL")}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task and skill (seeds 0..N-1)")
@@ -94,6 +74,8 @@ def main() -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from robot_stack.errors import RobotStackError
     from robot_stack.sim.experts import EXPERTS, SKILLS
+
+    machine_info = machine(["numpy", "mujoco", "robosuite", "robot_stack"], mujoco_gl=os.environ.get("MUJOCO_GL"))
 
     rows, skipped = [], {}
     header = (f"{'task':8s} {'skill':7s} {'success':>8s} {'at end':>7s} {'return':>9s} "
@@ -114,8 +96,8 @@ def main() -> int:
                   f"{row['mean_return']:9.2f} {to_success:>16s} {row['horizon']:7d} {row['steps_per_second']:8.0f}",
                   flush=True)
 
-    result = {"benchmark": "expert_success", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "episodes_per_row": args.episodes, "machine": machine(), "rows": rows, "skipped": skipped}
+    result = {"benchmark": "expert_success", "date": datetime.datetime.now(datetime.UTC).isoformat(),
+              "episodes_per_row": args.episodes, **machine_info, "rows": rows, "skipped": skipped}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

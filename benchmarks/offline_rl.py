@@ -22,13 +22,13 @@ import concurrent.futures
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -92,6 +92,7 @@ def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from robot_stack.data import Dataset
 
+    machine_info = machine(["robot_stack", "torch", "numpy", "mujoco"])
     algos = args.algos.split(",")
     datasets = {name: collect(args.task, name, args.episodes, seed=0) for name in args.datasets.split(",")}
     jobs = [(name, algo, seed) for name in datasets for algo in algos for seed in args.seeds]
@@ -123,7 +124,7 @@ def main() -> None:
         "eval_episodes": args.eval_episodes, "random_policy_success_rate": random_rate, "rows": rows,
         "command": " ".join(["python", "benchmarks/offline_rl.py", *sys.argv[1:]]),
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        **machine_info,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -45,10 +44,10 @@ import sys
 import tempfile
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record_throughput.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -295,30 +294,10 @@ def recorded_summary(path: Path, record_hz: float, recording_s: float) -> dict:
     }
 
 
-def machine(workdir: Path) -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    filesystem = subprocess.run(["df", "--output=fstype", str(workdir)], capture_output=True, text=True,
-                                check=False).stdout.split()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": model, "cores": cores, "cpu_count": os.cpu_count(), "memory_gb": round(memory / 2**30, 1),
-            "platform": platform.platform(), "workdir_filesystem": filesystem[-1] if filesystem else "unknown",
-            # Other work on the machine takes cores from the recorder: the 1-minute load when the run began.
-            "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
-
-
-def versions() -> dict:
-    import robot_stack
-
-    return {"python": platform.python_version(), "robot_stack": robot_stack.__version__, "numpy": np.__version__,
-            **{name: metadata.version(name) for name in ("cyclonedds", "zarr", "numcodecs", "rosbags")}}
+def filesystem(path: Path) -> str:
+    """The file system type under ``path`` (ext4, tmpfs, ...): the recorder writes there."""
+    types = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True, text=True, check=False).stdout.split()
+    return types[-1] if types else "unknown"
 
 
 def main() -> None:
@@ -341,7 +320,8 @@ def main() -> None:
 
     os.environ.update(loopback_env())
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="record_throughput_"))
-    machine_info = machine(workdir)
+    machine_info = machine(["robot_stack", "numpy", "cyclonedds", "zarr", "numcodecs", "rosbags"],
+                           workdir_filesystem=filesystem(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     recorded, direct, bag = workdir / "recorded.zarr", workdir / "direct.zarr", workdir / "bag"
     for path in (recorded, direct, bag):
@@ -390,9 +370,8 @@ def main() -> None:
                     and all(v == 0 for v in camera_lost.values()))
     result = {
         "benchmark": "record_throughput",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info,
-        "versions": versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **machine_info,
         "settings": {"duration_s": args.duration, "quick": args.quick, "cameras": args.cameras, "width": W, "height": H,
                      "camera_hz": args.camera_hz, "joint_hz": args.joint_hz, "record_hz": args.record_hz,
                      "camera_max_age_s": CAMERA_MAX_AGE_S, "joint_max_age_s": JOINT_MAX_AGE_S,

@@ -26,7 +26,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -34,10 +33,10 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.annotations import final
 from cyclonedds.idl.types import float64, int32, sequence, uint8, uint32
@@ -366,26 +365,6 @@ def figures(latency_ns: np.ndarray, publishers: list[dict]) -> dict:
     }
 
 
-def machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": model, "cores": cores, "cpu_count": os.cpu_count(), "platform": platform.platform()}
-
-
-def versions() -> dict:
-    import robot_stack
-
-    return {"python": platform.python_version(), "cyclonedds": metadata.version("cyclonedds"),
-            "robot_stack": robot_stack.__version__, "numpy": np.__version__}
-
-
 def evaluate(case: Case, measured: dict) -> dict:
     ours, raw = measured["robot_stack"], measured["raw"]
     ratio = {key: round(ours[f"{key}_ms"] / raw[f"{key}_ms"], 3) if raw[f"{key}_ms"] else None
@@ -420,9 +399,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     warmup_s = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     results = {
         "benchmark": "ros_latency",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **machine(["cyclonedds", "robot_stack", "numpy"]),
         "qos": QOS_TEXT,
         "method": "latency = subscriber time.time_ns() in the callback after decode - header.stamp written just "
                   "before publish; two processes on one host; each case runs `rounds` times per implementation in "

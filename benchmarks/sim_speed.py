@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_speed.json"
 CAMERAS = {"lift": ("agentview", "robot0_eye_in_hand"), "reach2d": ("top", "top")}
@@ -101,6 +101,7 @@ def main() -> int:
     parser.add_argument("--driver-seconds", type=float, default=None)
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
+    machine_info = machine(["mujoco", "numpy", "robot_stack"], mujoco_gl=os.environ.get("MUJOCO_GL"))
     steps = {"lift": 200 if args.quick else 1000, "reach2d": 4000 if args.quick else 40000}
     camera_steps = {"lift": 40 if args.quick else 200, "reach2d": 400 if args.quick else 2000}
     rows = []
@@ -120,12 +121,9 @@ def main() -> int:
     for d in drivers:
         print(f"driver {d['task']:8s} {d['achieved_hz']:.2f} Hz of {d['control_hz']:g} Hz, "
               f"jitter p99 {d['jitter_ms_p99']:.2f} ms over {d['seconds']:g} s", flush=True)
-    import mujoco
-
     result = {
         "benchmark": "sim_speed",
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "mujoco": mujoco.__version__, "mujoco_gl": os.environ.get("MUJOCO_GL")},
+        **machine_info,
         "quick": args.quick,
         "steps_per_second": rows,
         "driver": drivers,
@@ -137,16 +135,6 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

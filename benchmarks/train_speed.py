@@ -38,7 +38,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _machine import machine  # a script's own folder is sys.path[0]
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -396,20 +396,16 @@ class RobotStackCase:
         self.algorithm = algorithm_class(name)(spec, self.config, device)
         self.step_function = StepFunction(replay, self.algorithm, self.config, device, self.messages.append)
         self.algorithm.train(True)
-        self.step, self.sums, self.window, self.last_means = 0, {}, 0, {}
+        self.step, self.last_means = 0, {}
 
     def run(self, steps: int) -> None:
         algorithm, config, every = self.algorithm, self.config, self.algorithm.actor_every
         for _ in range(steps):
             algorithm.schedule(self.step, config.steps)
-            metrics = self.step_function((self.step + 1) % every == 0)
-            for key, value in metrics.items():
-                self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
-            self.window += 1
+            self.step_function((self.step + 1) % every == 0)  # losses are summed on the device inside it
             self.step += 1
             if self.step % config.log_every == 0:
-                self.last_means = {key: float(value) / self.window for key, value in self.sums.items()}
-                self.sums, self.window = {}, 0
+                self.last_means = self.step_function.read()
         synchronize(self.device)
 
 
@@ -458,31 +454,6 @@ def check(name: str, spec: Any, replay: Any, device: torch.device, obs_dim: int,
 # -- the run -----------------------------------------------------------------------------------------------------
 
 
-def machine(device: torch.device) -> dict:
-    from importlib import metadata
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "robot_stack": metadata.version("robot_stack") if _installed("robot_stack") else None,
-            "device": str(device), "device_name": device_name(device), "torch_threads": torch.get_num_threads()}
-
-
-def _installed(package: str) -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -519,7 +490,9 @@ def main() -> int:
     warmup = args.warmup if args.warmup is not None else (50 if device.type == "cuda" else 10)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    load_before = os.getloadavg()
+    machine_info = machine(["numpy", "torch", "robot_stack"], device=str(device), device_name=device_name(device),
+                           torch_threads=torch.get_num_threads())
+    load_before = machine_info["machine"]["load_average"]
 
     data = synthetic_data(args.transitions, args.obs_dim, args.action_dim, 0.99, args.seed)
     replay, host = device_replay(data, device), host_replay(data, device)
@@ -592,12 +565,11 @@ def main() -> int:
         verdict = "pass" if ok else "fail"
     print(f"target: IQL >= {TARGET['updates_per_s']} updates/s and >= {TARGET['ratio']:g}x eager on an H100/H200: "
           f"{verdict}")
-    load_after = os.getloadavg()
+    machine_info["machine"]["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     result = {
         "benchmark": "train_speed",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(device) | {"load_average_before": [round(x, 2) for x in load_before],
-                                      "load_average_after": [round(x, 2) for x in load_after]},
+        **machine_info,
         "settings": {"obs_dim": args.obs_dim, "action_dim": args.action_dim, "batch_size": 256,
                      "hidden_dims": [256, 256], "transitions": args.transitions, "warmup": warmup,
                      "rounds": args.rounds, "variants": variants, "seed": args.seed},
