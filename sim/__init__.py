@@ -1,6 +1,7 @@
 """MuJoCo stand-in for the robot hardware (installed as ``robot_stack.sim``).
 
-Holds the sim robot driver node, task scenes, gymnasium envs (registered below) and scripted experts.
+Holds the sim robot driver node, task scenes, gymnasium envs (registered below), scripted experts and
+sim_collect (datasets straight from the experts, no ROS in the loop).
 """
 
 import sys

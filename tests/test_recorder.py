@@ -205,7 +205,7 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
     features, dataset, log = features_file(tmp_path), tmp_path / "killed.zarr", tmp_path / "recorder.log"
     rng = random.Random(7)
     outcome: dict[int, bool] = {}  # key -> success sent for it
-    key, expected_episodes, unfinished, recorded_keys = 0, 0, 0, []
+    key, expected_episodes, unfinished, recorded_keys, unfinished_key = 0, 0, 0, [], None
     for cycle in range(10):
         policy = ("keep", "drop")[cycle % 2]
         recorder = start_recorder(features, dataset, log, recover_on_start=policy, min_free_mb=0)
@@ -218,7 +218,7 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
             if kept:
                 info = ds.episode_info(-1)
                 keys = np.unique(ds.episode(-1)["position"] // 1000)
-                assert keys.tolist() == [recorded_keys[-1]]  # (a prefix of) the attempt that was being recorded
+                assert keys.tolist() == [unfinished_key]  # (a prefix of) the attempt that was being recorded
                 if info.notes == "recovered":
                     assert (info.success, info.task_text) == (None, None)
                 else:  # the kill cut a commit between its last two writes: recover completed it
@@ -229,7 +229,7 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
             key += 1
             driver.key = key
             driver.send(f"task:key {key}")
-            driver.spin(0.06)  # a tick past the key change, so the first frame carries it
+            driver.spin(0.25)  # ticks past the key change (with room for a loaded machine): the first frame carries it
             recorded_keys.append(key)
             driver.send("start")
             driver.spin(min(rng.uniform(0.1, 1.3), max(0.0, kill_at - time.monotonic())))
@@ -258,7 +258,11 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
             assert episode["image.cam"].shape[1:] == IMAGE and len(episode["image.cam"][:]) == info.length
         expected_episodes, unfinished = ds.n_episodes, ds.unfinished_frames
         if unfinished:
-            assert (np.unique(ds.array("position")[ds.n_frames:ds.n_frames + unfinished] // 1000) == recorded_keys[-1]).all()
+            keys = np.unique(ds.array("position")[ds.n_frames:ds.n_frames + unfinished] // 1000)
+            # One attempt, not committed: the last one started, or, when a loaded machine kept the recorder a
+            # control word behind the driver, the one before it (its success/fail word not yet handled).
+            assert len(keys) == 1 and int(keys[0]) in recorded_keys[-2:], (cycle, keys, recorded_keys[-2:])
+            unfinished_key = int(keys[0])
 
     # A recorder that must not guess says what to do and records again once the dataset is recovered.
     recorder = start_recorder(features, dataset, log, min_free_mb=0)

@@ -21,7 +21,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden_dims:
-            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]  # a linear layer's backward needs no output
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_dim = width
@@ -72,7 +72,7 @@ class QEnsemble(nn.Module):
         x = torch.cat([obs, action], dim=-1)
         x = x.unsqueeze(0).expand(members or self.ensemble_size, *x.shape)
         for layer in self.hidden:
-            x = F.relu(layer(x, members))
+            x = F.relu_(layer(x, members))  # in place: baddbmm's backward needs its inputs, not its output
         return self.out(x, members).squeeze(-1)
 
 
