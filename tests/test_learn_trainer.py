@@ -105,6 +105,13 @@ def test_a_run_writes_config_fingerprint_checkpoints_logs_and_evaluation(reach_m
     assert state["step"] == 60 and state["dataset_fingerprint"] == reach_mixed.fingerprint()
 
 
+def test_the_progress_bar_shows_losses_and_the_latest_evaluation(reach_mixed, tmp_path, capsys):
+    Trainer(config(reach_mixed, tmp_path, steps=40, eval_every=20, eval_episodes=1), progress=True).run()
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    final = [line for line in bar if "40/40" in line][-1]
+    assert "critic_loss=" in final and "value_loss=" in final and "success=" in final, final
+
+
 def test_resuming_continues_exactly_where_the_run_stopped(reach_mixed, tmp_path):
     straight = Trainer(config(reach_mixed, tmp_path, out=str(tmp_path / "straight"), steps=40), progress=False)
     straight.run()

@@ -213,6 +213,7 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         started = time.perf_counter()
         last_eval: dict[str, Any] | None = None
+        means: dict[str, float] = {}
         from tqdm import tqdm
 
         bar = tqdm(total=config.steps, initial=self.start_step, desc=f"{config.algo} {self.dataset.path.name}",
@@ -241,7 +242,7 @@ class Trainer:
                                          f"rates or check the rewards; checkpoint saved in {self.run_dir}")
                 if self._due(done, config.eval_every):
                     last_eval = self._evaluate(done, writer)
-                    bar.set_postfix(_postfix({}, last_eval), refresh=False)
+                    bar.set_postfix(_postfix(means, last_eval), refresh=False)
                 if done % config.checkpoint_every == 0 and done != config.steps:
                     self.save_checkpoint(done)
         except KeyboardInterrupt:
