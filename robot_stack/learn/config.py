@@ -99,7 +99,7 @@ class TrainConfig:
     eval_every: int = 10_000  # steps between sim evaluations; 0 = only at the end; -1 = never
     eval_episodes: int = 10
     eval_seed: int = 1_000_000  # evaluation episode i uses seed eval_seed + i (away from data seeds)
-    eval_env: str = "auto"  # "auto": the dataset robot's sim_task; "none"; or a gymnasium id
+    eval_env: str = "auto"  # the sim task to evaluate in: "auto" (the dataset robot's sim_task), "none", or a task name
     checkpoint_every: int = 10_000
     out: str = ""  # run folder; empty = runs/<algo>-<dataset>-<time>
     algorithm: Any = None  # the algorithm's dataclass (filled from ALGORITHM_CONFIGS[algo])

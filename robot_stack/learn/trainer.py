@@ -192,9 +192,8 @@ class Trainer:
         config = self.config
         if not config.images or not config.image_encoder.startswith("clip:"):
             return None
-        from robot_stack.learn.clip_embed import (
-            clip_embeddings,  # the label extra (open_clip)
-        )
+        # The label extra (open_clip); imported only when CLIP embeddings are asked for.
+        from robot_stack.learn.clip_embed import clip_embeddings
 
         model = config.image_encoder[len("clip:"):]
         return {name: clip_embeddings(self.dataset, name, model, device=self.device, progress=self.progress)
