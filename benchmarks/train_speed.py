@@ -481,6 +481,9 @@ def main() -> int:
         parser.error(f"unknown or missing --algos/--variants: {unknown}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Every algorithm of this one process brings its own Adams; dynamo guards Optimizer.step on the instance,
+    # so ~10 optimizers would pass its default limit of 8 recompiles (a training run has at most 3).
+    torch._dynamo.config.recompile_limit = 64
     from robot_stack.learn.trainer import resolve_device
 
     device = resolve_device(args.device)
