@@ -1,7 +1,9 @@
-"""The machine a benchmark ran on and the package versions it ran with: the "machine" and "versions" of its result."""
+"""The machine a benchmark ran on and the package versions it ran with (the "machine" and "versions" of its
+result), and writing the result file."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -51,3 +53,10 @@ def version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a benchmark's result as indented JSON (making its folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")

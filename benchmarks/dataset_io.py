@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 
@@ -201,9 +200,7 @@ def main() -> int:
             results["episode_read"].append({"shard_frames": shard, **episode_read(path)})
     print_table(results)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, results)
     return 0
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "expert_success.json"
 
@@ -98,9 +97,7 @@ def main() -> int:
 
     result = {"benchmark": "expert_success", "date": datetime.datetime.now(datetime.UTC).isoformat(),
               "episodes_per_row": args.episodes, **machine_info, "rows": rows, "skipped": skipped}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return 0
 
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -127,8 +127,7 @@ def main() -> None:
         **machine_info,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"offline_rl_{args.task}.json").write_text(json.dumps(output, indent=2) + "\n")
+    write_result(RESULTS / f"offline_rl_{args.task}.json", output)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record_throughput.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -390,9 +390,7 @@ def main() -> None:
         "zero_dropped": "pass" if zero_dropped else "fail",
     }
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -12,7 +12,6 @@ benchmarks/results/sim_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -22,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_speed.json"
 CAMERAS = {"lift": ("agentview", "robot0_eye_in_hand"), "reach2d": ("top", "top")}
@@ -131,9 +130,7 @@ def main() -> int:
         "reach2d_meets_2000_steps_per_s": next(r["steps_per_s"] for r in rows
                                                if r["task"] == "reach2d" and r["cameras"] == "none") >= 2000,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return 0
 
 

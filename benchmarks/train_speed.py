@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import math
 import os
 import sys
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _machine import machine  # a script's own folder is sys.path[0]
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -581,9 +580,7 @@ def main() -> int:
         "target": {"algo": TARGET["algo"], "updates_per_s": TARGET["updates_per_s"], "ratio": TARGET["ratio"],
                    "devices": list(TARGET["devices"]), "result": verdict},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return 0
 
 

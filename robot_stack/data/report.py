@@ -23,7 +23,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
     attrs = _root_attrs(ds)
     tasks = [{"index": i, "text": text, "episodes": int((table["task"] == i).sum())} for i, text in enumerate(ds.tasks)]
     runs = []
-    fingerprint = ds.fingerprint() if ds.label_runs() else None
+    fingerprint = ds.fingerprint() if ds.label_runs() or ds.label_arrays() else None
     for run in ds.label_runs():
         try:
             labels = ds.read_labels(run)
@@ -32,7 +32,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
             continue
         runs.append({
             "run": run, "labeler": labels.attrs.get("labeler"), "model": labels.attrs.get("model"),
-            "created": labels.attrs.get("created"), "n_frames": int(len(labels.reward)),
+            "created": labels.attrs.get("created"), "n_frames": len(labels.reward),
             "current": labels.attrs.get("dataset_fingerprint") == fingerprint,
         })
     arrays = []
@@ -45,7 +45,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
                 continue
             arrays.append({"run": run, "name": name, "producer": attrs.get("producer"), "model": attrs.get("model"),
                            "created": attrs.get("created"),
-                           "current": attrs.get("dataset_fingerprint") == (fingerprint or ds.fingerprint())})
+                           "current": attrs.get("dataset_fingerprint") == fingerprint})
     rate = ds.success_rate
     return {
         "path": str(ds.path),
@@ -139,20 +139,22 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"  {task['index']}  {task['text']!r}  ({task['episodes']} episodes)")
     lines.append(f"labels     {len(info['label_runs']) or 'none'}")
     for run in info["label_runs"]:
-        if "error" in run:
-            lines.append(f"  {run['run']}  {run['error']}")
-            continue
-        state = "matches the data" if run["current"] else "computed on other data (the dataset changed since): label again"
-        lines.append(f"  {run['run']}  labeler {run['labeler']}, model {run['model']}, {run['created']}; {state}")
+        lines.append(_label_line(run, run["run"], lambda r: f"labeler {r['labeler']}, model {r['model']}",
+                                 "computed on other data (the dataset changed since): label again"))
     for array in info["label_arrays"]:
-        if "error" in array:
-            lines.append(f"  {array['run']}/{array['name']}  {array['error']}")
-            continue
-        state = "matches the data" if array["current"] else "stale (the dataset changed since): recomputed when next used"
-        lines.append(f"  {array['run']}/{array['name']}  {array['producer']}, model {array['model']}, {array['created']}; {state}")
+        lines.append(_label_line(array, f"{array['run']}/{array['name']}", lambda a: f"{a['producer']}, model {a['model']}",
+                                 "stale (the dataset changed since): recomputed when next used"))
     if info["provenance"]:
         lines.append(f"provenance {', '.join(info['provenance'])}")
     return "\n".join(lines)
+
+
+def _label_line(entry: dict[str, Any], name: str, describe: Any, stale: str) -> str:
+    """One `data info` line of a label run or label array: what made it and whether it matches the data."""
+    if "error" in entry:
+        return f"  {name}  {entry['error']}"
+    state = "matches the data" if entry["current"] else stale
+    return f"  {name}  {describe(entry)}, {entry['created']}; {state}"
 
 
 def episode_rows(ds: Dataset) -> list[dict[str, Any]]:

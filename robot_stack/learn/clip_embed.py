@@ -244,10 +244,7 @@ def _embed(ds: Dataset, feature: str, clip: nn.Module, preprocess: BatchPreproce
             frames = pending.result()
             if start + batch_size < n:
                 pending = reader.submit(ds.frames, feature, start + batch_size, start + 2 * batch_size)
-            with torch.inference_mode():
-                images = torch.from_numpy(frames).to(device)
-                features = F.normalize(clip.encode_image(preprocess(images)).float(), dim=-1)
-            values = features.cpu().numpy()
+            values = _encode(clip, preprocess, frames, device)
             if out is None:
                 out = np.empty((n, values.shape[1]), np.float32)
             out[start : start + len(values)] = values
@@ -268,6 +265,12 @@ def embed_images(images: np.ndarray, model: str, *, device: str | torch.device =
     if key not in _LOADED:
         _LOADED[key] = load_clip(model, device)
     clip, preprocess = _LOADED[key]
+    return _encode(clip, preprocess, images, device)
+
+
+def _encode(clip: nn.Module, preprocess: Callable[[Tensor], Tensor], images: np.ndarray,
+            device: str | torch.device) -> np.ndarray:
+    """uint8 [N, H, W, 3] frames -> L2-normalised image embeddings float32 [N, E] (the one place CLIP embeds)."""
     with torch.inference_mode():
         batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         return F.normalize(clip.encode_image(preprocess(batch)).float(), dim=-1).cpu().numpy()

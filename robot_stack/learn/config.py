@@ -155,10 +155,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise LearnError(f"config {where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    checked = {}
-    for key, value in values.items():
-        default = getattr(cls(), key) if key != "algorithm" else None
-        checked[key] = _coerce(value, default, f"{where}.{key}")
+    defaults = cls()
+    checked = {key: _coerce(value, None if key == "algorithm" else getattr(defaults, key), f"{where}.{key}")
+               for key, value in values.items()}
     return cls(**checked)
 
 
