@@ -30,7 +30,7 @@ import mujoco
 import numpy as np
 
 from robot_stack.errors import SimError
-from robot_stack.sim.dynamics import CommandChannel, NominalModel, apply_to_model
+from robot_stack.sim.dynamics import NominalModel, apply_to_model
 from robot_stack.sim.experts import ScriptedExpert
 from robot_stack.sim.task import CommandSpec, SimTask, TaskConfig
 
@@ -150,14 +150,7 @@ class PlanarReachTask(SimTask):
         self._fingertip_site = self.model.site("fingertip").id
         self._forearm_body = self.model.body("forearm").id
         self._target_mocap = int(self.model.body("target").mocapid[0])
-        self._state_spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        self._physics_state = np.zeros(mujoco.mj_stateSize(self.model, self._state_spec))
-        self._seeds = np.random.default_rng(config.seed)  # draws the seed of a reset(None)
-        self._observation_rng = np.random.default_rng(0)
-        self.channel = CommandChannel(config.dynamics, self.command_spec.dim, np.random.default_rng(0))
-        self._low, self._high = np.asarray(self.command_spec.low), np.asarray(self.command_spec.high)
-        self._steps = 0
-        self._renderers = self._make_renderers()
+        self._start_runtime()
         self.reset(config.seed)  # a valid episode from the start, as a powered-on robot is
 
     # -- episode

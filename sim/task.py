@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.errors import SimError
-from robot_stack.sim.dynamics import Dynamics, make_dynamics
+from robot_stack.sim.dynamics import CommandChannel, Dynamics, make_dynamics
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,21 @@ class SimTask(abc.ABC):
     @abc.abstractmethod
     def set_state(self, state: np.ndarray) -> None:
         """Restore a state from get_state (the dynamics variant and delay line are left as they are)."""
+
+    def _start_runtime(self) -> None:
+        """What every MuJoCo task sets up once its model exists: the physics-state buffer (get/set_state),
+        the seed stream of reset(None), observation noise and command channel streams (reset reseeds them),
+        command bounds, the step count and the camera renderers (the task's own _make_renderers)."""
+        import mujoco
+
+        self._state_spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        self._physics_state = np.zeros(mujoco.mj_stateSize(self.model, self._state_spec))
+        self._seeds = np.random.default_rng(self.config.seed)  # draws the seed of a reset(None)
+        self._observation_rng = np.random.default_rng(0)
+        self.channel = CommandChannel(self.config.dynamics, self.command_spec.dim, np.random.default_rng(0))
+        self._low, self._high = np.asarray(self.command_spec.low), np.asarray(self.command_spec.high)
+        self._steps = 0
+        self._renderers = self._make_renderers()
 
     @property
     def steps(self) -> int:
