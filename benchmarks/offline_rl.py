@@ -3,15 +3,17 @@
     python benchmarks/offline_rl.py --task reach2d                      # mixed + medium datasets, 3 seeds, 4 algorithms
     python benchmarks/offline_rl.py --task lift --episodes 100 --steps 20000 --algos bc,td3bc,iql
     python benchmarks/offline_rl.py --task reach2d --seeds 0 --steps 2000 --eval-episodes 20   # a quick look
+    python benchmarks/offline_rl.py --task lift --algos cql --set cql:algorithm.lagrange_gap=5 --output offline_rl_lift_cql.json
 
 Datasets (collected once with sim_collect into data/results/, reused when present):
   <task>_mixed   20% expert + 80% medium episodes (the scripted experts of robot_stack.sim.experts)
   <task>_medium  medium only
 Each (dataset, algorithm, seed) is one `robot-stack train` run with the sim ground-truth reward
-(--reward sim), state observations, the algorithm's paper defaults, evaluated at the end on
+(--reward sim), state observations, the algorithm's paper defaults (or --set ALGO:KEY=VALUE), evaluated at the end on
 --eval-episodes seeded sim episodes (seeds 1,000,000 + i, never seen in the data). Runs go to
 runs/results/. Reference rows: the dataset's own success rate, and a uniform random policy on the
-evaluation seeds. Prints a table (mean ± std over seeds) and writes benchmarks/results/offline_rl_<task>.json.
+evaluation seeds. Prints a table (mean ± std over seeds) and writes benchmarks/results/offline_rl_<task>.json
+(or --output NAME).
 Runs execute --workers at a time, one torch thread each.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -44,8 +47,27 @@ def collect(task: str, name: str, episodes: int, seed: int) -> Path:
     return path
 
 
+def algorithm_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
+    """--set ALGO:KEY=VALUE -> {algo: ["KEY=VALUE", ...]}."""
+    overrides: dict[str, list[str]] = {}
+    for item in args.set:
+        algo, sep, setting = item.partition(":")
+        if not sep or "=" not in setting:
+            raise SystemExit(f"--set {item!r}: use ALGO:KEY=VALUE, e.g. cql:algorithm.lagrange_gap=5")
+        overrides.setdefault(algo, []).append(setting)
+    return overrides
+
+
+def run_name(algo: str, settings: list[str]) -> str:
+    """The algorithm's name, plus a short hash of its overrides (runs with other settings never collide)."""
+    if not settings:
+        return algo
+    return f"{algo}-{hashlib.sha1(' '.join(sorted(settings)).encode()).hexdigest()[:6]}"
+
+
 def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace) -> dict:
-    out = REPO / "runs" / "results" / dataset.stem / f"{algo}_seed{seed}_{args.steps}"
+    settings = algorithm_overrides(args).get(algo, [])
+    out = REPO / "runs" / "results" / dataset.stem / f"{run_name(algo, settings)}_seed{seed}_{args.steps}"
     result_file = out / "result.json"
     if result_file.exists() and not args.rerun:
         return json.loads(result_file.read_text())
@@ -55,7 +77,7 @@ def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace) -> dict
     command = [sys.executable, "-m", "robot_stack.cli.main", "train", "--algo", algo, "--dataset", str(dataset),
                "--reward", "none" if algo == "bc" else "sim", "--steps", str(args.steps), "--seed", str(seed),
                "--eval-every", "0", "--eval-episodes", str(args.eval_episodes), "--device", "cpu",
-               "--out", str(out), "--no-progress"]
+               "--out", str(out), "--no-progress", *[arg for setting in settings for arg in ("--set", setting)]]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -87,6 +109,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="ALGO:KEY=VALUE",
+                        help="override one algorithm's config, e.g. cql:algorithm.lagrange_gap=5 (repeatable)")
+    parser.add_argument("--output", default=None, help="result file name (default offline_rl_<task>.json)")
     parser.add_argument("--rerun", action="store_true", help="train again even when a run's result exists")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -108,7 +133,8 @@ def main() -> None:
             rates = [results[(name, algo, seed)]["evaluation"]["success_rate"] for seed in args.seeds]
             returns = [results[(name, algo, seed)]["evaluation"]["mean_return"] for seed in args.seeds]
             row[algo] = {"success_mean": float(np.mean(rates)), "success_std": float(np.std(rates)),
-                         "per_seed": rates, "return_mean": float(np.mean(returns))}
+                         "per_seed": rates, "return_mean": float(np.mean(returns)),
+                         "overrides": algorithm_overrides(args).get(algo, [])}
         rows.append(row)
     random_rate = random_policy(args.task, args.eval_episodes)
     print(f"\n{args.task}: sim success rate over {args.eval_episodes} evaluation episodes, mean ± std over seeds "
@@ -127,7 +153,7 @@ def main() -> None:
         **machine_info,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    write_result(RESULTS / f"offline_rl_{args.task}.json", output)
+    write_result(RESULTS / (args.output or f"offline_rl_{args.task}.json"), output)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,18 @@ def test_cql_penalty_scales_the_logsumexp_by_its_temperature():
                                torch.tensor([ln(30) - 1.0]))
 
 
+def test_cql_penalty_clips_each_states_term_before_the_batch_mean():
+    ln = math.log
+    q_sampled = torch.tensor([[[ln(2), ln(2)], [ln(3), ln(5)], [0.0, 0.0]]])  # E=1, B=3: logsumexp ln 4, ln 8, ln 2
+    q_data = torch.tensor([[ln(4) - 7.0, ln(8) + 9.0, ln(2) - 0.5]])  # terms 7, -9, 0.5
+    log_density = torch.zeros(3, 2)
+    torch.testing.assert_close(cql_penalty(q_sampled, log_density, q_data, 1.0), torch.tensor([(7 - 9 + 0.5) / 3]))
+    torch.testing.assert_close(cql_penalty(q_sampled, log_density, q_data, 1.0, clip_min=-2.0),
+                               torch.tensor([(7 - 2 + 0.5) / 3]))
+    torch.testing.assert_close(cql_penalty(q_sampled, log_density, q_data, 1.0, clip_min=-2.0, clip_max=1.0),
+                               torch.tensor([(1 - 2 + 0.5) / 3]))
+
+
 def test_td3bc_lambda_is_alpha_over_mean_absolute_q_with_no_gradient_through_it():
     q = torch.tensor([1.0, -3.0, 2.0], requires_grad=True)
     lmbda = td3bc_lambda(q, alpha=2.5)
@@ -306,6 +318,89 @@ def test_cql_update_returns_the_paper_losses_with_the_same_sampled_actions(tempe
     assert_loss(losses["td_loss"], td.mean())
     assert_loss(losses["cql_penalty"], penalty.mean())
     assert_loss(losses["critic_loss"], critic_loss)
+    assert_soft_updated(algo.critic_target, old_target, algo.critic, c.tau)
+
+
+def tanh_gaussian_log_prob(actor: nn.Module, obs: Tensor, action: Tensor, edge: float = 1e-4) -> Tensor:
+    """log pi(a|s) of a given action: a moved `edge` inside the bounds, u = atanh(a), change of variables."""
+    mean, log_std = actor.net(obs).chunk(2, dim=-1)
+    std = log_std.clamp(actor.log_std_min, actor.log_std_max).exp()
+    a = action.float().clamp(-1 + edge, 1 - edge).double()  # where float32 puts the clip, then exact
+    return Normal(mean, std).log_prob(torch.atanh(a)).sum(-1) - torch.log(1 - a ** 2).sum(-1)
+
+
+def test_tanh_gaussian_log_prob_of_its_own_sample_is_the_samples_log_prob_and_finite_on_the_bounds():
+    algo = make_algorithm("cql")
+    obs = torch.randn(BATCH, 3)
+    torch.manual_seed(3)
+    action, log_pi = algo.actor.sample(obs)
+    assert action.abs().max() < 0.99  # away from the bounds, where atanh is exact in float32
+    torch.testing.assert_close(algo.actor.log_prob(obs, action), log_pi, rtol=1e-4, atol=1e-4)
+    on_bounds = torch.tensor([[1.0, -1.0]] * BATCH)
+    log_prob = algo.actor.log_prob(obs, on_bounds)
+    assert torch.isfinite(log_prob).all()
+    assert_loss(log_prob, tanh_gaussian_log_prob(f64(algo.actor), obs.double(), on_bounds.double()))
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_cql_with_the_authors_options_bc_warm_start_max_backup_clipping_and_lagrange(warm_start):
+    """bc_steps, max_target_backup, clip_diff_min/max and lagrange_gap together, recomputed by hand."""
+    n, gap = 3, 0.5
+    algo = make_algorithm("cql", n_actions=n, bc_steps=5, max_target_backup=True, clip_diff_min=3.4,
+                          clip_diff_max=3.55, lagrange_gap=gap, alpha_prime_lr=0.01)
+    algo.schedule(step=4 if warm_start else 5, total_steps=10)  # the last warm-start step, or the first after
+    batch, c = tiny_batch(), algo.config
+    move_targets_away(algo)
+    actor, critic, critic_target = (f64(m) for m in (algo.actor, algo.critic, algo.critic_target))
+    old_target, alpha_ent = parameters(algo.critic_target), algo.temperature().item()
+    torch.manual_seed(13)
+    losses = algo.update(batch)
+
+    s, a, r, s2, discount, terminal = as_float64(batch)
+    # Draws in order: the actor's sample at s, n next actions per s', then n uniform, n policy at s, n at s'.
+    torch.manual_seed(13)
+    eps_actor, eps_next = torch.randn(BATCH, ACTION_DIM).double(), torch.randn(BATCH * n, ACTION_DIM).double()
+    uniform = (torch.rand(BATCH * n, ACTION_DIM) * 2 - 1).double()
+    eps_pi, eps_next_pi = torch.randn(BATCH * n, ACTION_DIM).double(), torch.randn(BATCH * n, ACTION_DIM).double()
+
+    sampled, log_pi = tanh_gaussian(actor, s, eps_actor)
+    if warm_start:  # maximum likelihood of the data's actions, with SAC's entropy term
+        actor_loss = (alpha_ent * log_pi - tanh_gaussian_log_prob(actor, s, a)).mean()
+    else:
+        actor_loss = (alpha_ent * log_pi - every_q(critic, s, sampled).min(dim=0).values).mean()
+    assert_loss(losses["actor_loss"], actor_loss)
+
+    policy = f64(algo.actor)
+    y = torch.zeros(BATCH, dtype=torch.float64)
+    for b in range(BATCH):  # the best of n policy actions at s', by the smaller target critic
+        next_action, _ = tanh_gaussian(policy, s2[b].expand(n, 3), eps_next[b * n:(b + 1) * n])
+        best = every_q(critic_target, s2[b].expand(n, 3), next_action).min(dim=0).values.max()
+        y[b] = r[b] + discount[b] * (1 - terminal[b]) * best
+    q_data = every_q(critic, s, a)
+    td = 0.5 * ((q_data - y) ** 2).mean(dim=1)
+    penalty = torch.zeros(c.n_critics, dtype=torch.float64)
+    terms = []
+    for b in range(BATCH):
+        rows = slice(b * n, (b + 1) * n)
+        pi_action, pi_log = tanh_gaussian(policy, s[b].expand(n, 3), eps_pi[rows])
+        next_pi_action, next_pi_log = tanh_gaussian(policy, s2[b].expand(n, 3), eps_next_pi[rows])
+        actions = torch.cat([uniform[rows], pi_action, next_pi_action])
+        log_density = torch.cat([torch.full((n,), ACTION_DIM * math.log(0.5), dtype=torch.float64), pi_log, next_pi_log])
+        for i in range(c.n_critics):
+            q = member_q(critic, i, s[b].expand(3 * n, 3), actions)
+            term = torch.logsumexp(q - log_density, 0) - q_data[i, b]
+            terms.append(term.item())
+            penalty[i] += term.clamp(3.4, 3.55) / BATCH
+    assert min(terms) < 3.4 and max(terms) > 3.55, "both clips must be exercised"
+    # alpha' starts at 1: the conservative term is alpha * (penalty - gap); alpha' then steps by its lr
+    # in the direction of (penalty - gap) (Adam's first step).
+    critic_loss = (td + c.alpha * (penalty - gap)).sum()
+    assert_loss(losses["td_loss"], td.mean())
+    assert_loss(losses["cql_penalty"], penalty.mean())
+    assert_loss(losses["critic_loss"], critic_loss)
+    assert losses["alpha_prime"].item() == pytest.approx(1.0)
+    direction = math.copysign(1, (penalty - gap).mean().item())
+    assert algo.alpha_prime.log_alpha.item() == pytest.approx(0.01 * direction, abs=1e-6)
     assert_soft_updated(algo.critic_target, old_target, algo.critic, c.tau)
 
 

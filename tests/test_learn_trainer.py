@@ -41,10 +41,10 @@ def reach_camera(tmp_path_factory):
                    seed=0, cameras=["top:32x32"], progress=False)
 
 
-def config(dataset, tmp_path, algo="iql", **fields):
+def config(dataset, tmp_path, algo="iql", overrides=None, **fields):
     fields = {"steps": 60, "batch_size": 32, "hidden_dims": [32, 32], "eval_every": -1, "log_every": 20,
               "checkpoint_every": 1000, "device": "cpu", "out": str(tmp_path / f"run_{algo}")} | fields
-    return load_config(algo, dataset=str(dataset.path), **fields)
+    return load_config(algo, overrides=overrides, dataset=str(dataset.path), **fields)
 
 
 # -- configs ---------------------------------------------------------------------------------------------------
@@ -66,16 +66,27 @@ def test_config_file_and_overrides_layer_over_the_defaults(tmp_path):
     assert (loaded.algorithm.beta, loaded.algorithm.expectile, loaded.algorithm.tau) == (10.0, 0.9, 0.005)
 
 
+def test_optional_config_values_take_their_type_or_none_from_the_command_line():
+    loaded = load_config("cql", overrides={"algorithm.lagrange_gap": "5", "algorithm.clip_diff_min": "-200",
+                                           "algorithm.target_entropy": "null"})
+    assert loaded.algorithm.lagrange_gap == 5.0 and isinstance(loaded.algorithm.lagrange_gap, float)
+    assert (loaded.algorithm.clip_diff_min, loaded.algorithm.target_entropy) == (-200.0, None)
+    assert load_config("cql", overrides={"algorithm.lagrange_gap": "none"}).algorithm.lagrange_gap is None
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"algorithm.expectil": "0.9"}, "unknown key"),
     ({"steps": "many"}, "is not a int"),
     ({"algorithm.expectile": "1.5"}, "expectile must be in"),
     ({"reward": "none"}, "needs a reward"),
     ({"compile": "maybe"}, "auto, on or off"),
+    ({"algorithm.lagrange_gap": "wide"}, r"lagrange_gap: 'wide' is not a float"),
+    ({"algorithm.clip_diff_min": "1", "algorithm.clip_diff_max": "0"}, "clip_diff_min .1.0. is above"),
 ])
 def test_bad_config_values_are_named(overrides, message):
+    algo = "cql" if any("lagrange" in key or "clip_diff" in key for key in overrides) else "iql"
     with pytest.raises(LearnError, match=message):
-        load_config("iql", overrides=overrides)
+        load_config(algo, overrides=overrides)
 
 
 def test_unknown_algorithm_and_missing_file_are_errors(tmp_path):
@@ -286,17 +297,23 @@ def test_learn_after_mujoco_on_osmesa_is_a_clear_error_not_a_crash():
     assert "import robot_stack.learn (or torch) before" in done.stderr
 
 
-def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, monkeypatch):
-    """compile: on (the CUDA default) on the CPU: same updates as eager, learning-rate schedule included."""
+@pytest.mark.parametrize("algo, options, modules", [
+    ("iql", {}, ("critic", "value", "actor")),
+    # CQL's actor warm-start ends half-way (a tensor weight, not a branch) and alpha' is tuned (Lagrange).
+    ("cql", {"algorithm.bc_steps": 3, "algorithm.lagrange_gap": 1.0, "algorithm.n_actions": 2},
+     ("critic", "actor", "alpha_prime")),
+])
+def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, algo, options, modules):
+    """compile: on (the CUDA default) on the CPU: same updates as eager, schedules included."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's random numbers, for comparing
     runs = {}
     for mode in ("off", "on"):
-        trainer = Trainer(config(reach_mixed, tmp_path, steps=6, compile=mode, log_every=3,
-                                 out=str(tmp_path / f"compile_{mode}")), progress=False)
-        trainer.run()
+        trainer = Trainer(config(reach_mixed, tmp_path, algo, options, steps=6, compile=mode, log_every=3,
+                                 out=str(tmp_path / f"compile_{algo}_{mode}")), progress=False)
+        with torch._inductor.config.patch(fallback_random=True):  # eager's random numbers, for comparing
+            trainer.run()
         runs[mode] = trainer.algorithm.state_dict()["modules"]
-    for name in ("critic", "value", "actor"):
+    for name in modules:
         for key, eager in runs["off"][name].items():
             torch.testing.assert_close(runs["on"][name][key], eager, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")

@@ -70,6 +70,13 @@ class CQLConfig:
     alpha_lr: float = 1e-4  # entropy temperature (SAC's automatic tuning)
     target_entropy: float | None = None  # None: -action_dim
     backup_entropy: bool = False  # subtract alpha * log pi in the TD target (the paper's code does not)
+    # The authors' options for hard, sparse tasks (AntMaze, robot manipulation); off = the paper's CQL(H).
+    bc_steps: int = 0  # actor warm-start: maximise log pi(a_data|s) (+ entropy) for the first bc_steps updates
+    max_target_backup: bool = False  # target: max over n_actions policy samples at s' of min_i Q_targ_i
+    clip_diff_min: float | None = None  # clip each (logsumexp - Q_data) term from below before the mean
+    clip_diff_max: float | None = None  # ... and from above
+    lagrange_gap: float | None = None  # CQL-Lagrange: tune alpha' so the penalty stays at this gap (None: fixed alpha)
+    alpha_prime_lr: float = 3e-4  # learning rate of log alpha' (CQL-Lagrange)
 
 
 ALGORITHM_CONFIGS: dict[str, type] = {"bc": BCConfig, "td3bc": TD3BCConfig, "iql": IQLConfig, "cql": CQLConfig}
@@ -140,6 +147,12 @@ class TrainConfig:
             raise LearnError(f"config: algorithm.n_critics must be at least 1, got {algo.n_critics}")
         if hasattr(algo, "tau") and not 0.0 < algo.tau <= 1.0:
             raise LearnError(f"config: algorithm.tau must be in (0, 1], got {algo.tau}")
+        if isinstance(algo, CQLConfig):
+            low, high = algo.clip_diff_min, algo.clip_diff_max
+            if low is not None and high is not None and low > high:
+                raise LearnError(f"config: algorithm.clip_diff_min ({low}) is above clip_diff_max ({high})")
+            if algo.bc_steps < 0:
+                raise LearnError(f"config: algorithm.bc_steps must be >= 0, got {algo.bc_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -156,13 +169,33 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     if unknown:
         raise LearnError(f"config {where}: unknown key(s) {unknown}; known: {sorted(names)}")
     defaults = cls()
-    checked = {key: _coerce(value, None if key == "algorithm" else getattr(defaults, key), f"{where}.{key}")
+    checked = {key: _coerce(value, None if key == "algorithm" else getattr(defaults, key), f"{where}.{key}",
+                            optional_type=_optional_type(names[key]))
                for key, value in values.items()}
     return cls(**checked)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """value converted to the type of the field's default (YAML gives 3 for 3.0, strings from --set)."""
+_OPTIONAL_TYPES = {"float": 0.0, "int": 0, "str": "", "bool": False}
+
+
+def _optional_type(field: dataclasses.Field) -> Any:
+    """For a field annotated `X | None`: an example value of X (what a value for it is converted to), else None."""
+    parts = [part.strip() for part in str(field.type).split("|")]
+    if "None" not in parts:
+        return None
+    kinds = [part for part in parts if part != "None"]
+    return _OPTIONAL_TYPES.get(kinds[0]) if len(kinds) == 1 else None
+
+
+def _coerce(value: Any, default: Any, where: str, optional_type: Any = None) -> Any:
+    """value converted to the type of the field's default (YAML gives 3 for 3.0, strings from --set).
+
+    Fields that may be None (`float | None`) take "none"/"null" for None and otherwise convert to their type.
+    """
+    if optional_type is not None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~", "")):
+            return None
+        default = optional_type
     if default is None or value is None:
         return value
     try:

@@ -121,15 +121,29 @@ class TanhGaussianActor(nn.Module):
         mean, _ = self.net(obs).chunk(2, dim=-1)
         return torch.tanh(mean)
 
-    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """A reparameterised sample [..., A] and its log-probability [...] (with the tanh correction)."""
+    def _distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
-        u = mean + log_std.exp() * torch.randn_like(mean)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    @staticmethod
+    def _log_prob(u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
         gaussian = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the numerically stable form.
         correction = (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), gaussian - correction
+        return gaussian - correction
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """A reparameterised sample [..., A] and its log-probability [...] (with the tanh correction)."""
+        mean, log_std = self._distribution(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), self._log_prob(u, mean, log_std)
+
+    def log_prob(self, obs: Tensor, action: Tensor, edge: float = 1e-4) -> Tensor:
+        """log pi(a|s) [...] of given actions in [-1, 1]; actions on the bounds are moved `edge` inside
+        (tanh never reaches +-1, and recorded grippers sit exactly on them)."""
+        mean, log_std = self._distribution(obs)
+        u = torch.atanh(action.clamp(-1.0 + edge, 1.0 - edge))
+        return self._log_prob(u, mean, log_std)
 
 
 @torch.no_grad()

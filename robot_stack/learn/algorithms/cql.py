@@ -8,6 +8,15 @@ sampling density (Q - log density: log 0.5^A for uniform, log pi for the policy'
     L(Q) = sum_i [ E (Q_i(s, a) - y)^2 / 2 + alpha * penalty_i ]
 Actor and entropy temperature as in SAC:
     L(pi) = E [ alpha_ent log pi(a~|s) - min_i Q_i(s, a~) ],   L(alpha_ent) = -log alpha_ent * E[log pi + H_target]
+
+Options from the authors' code for hard, sparse tasks (all off by default, which is the paper's CQL(H)):
+- bc_steps: for the first updates the actor is a maximum-likelihood policy of the data,
+      L(pi) = E [ alpha_ent log pi(a~|s) - log pi(a|s) ],
+  so the first targets use in-data actions instead of an untrained policy's.
+- max_target_backup: y = r + gamma^k (1 - terminal) max_j min_i Q_targ_i(s', a'_j), a'_j ~ pi(.|s'), j = 1..N.
+- clip_diff_min/max: each per-sample term (logsumexp - Q_data) is clipped before the batch mean.
+- lagrange_gap (CQL-Lagrange): alpha * penalty becomes alpha' * alpha * (penalty - gap), and alpha' >= 0
+  rises while the penalty exceeds the gap:  L(alpha') = -alpha' * alpha * (penalty - gap).
 """
 
 from __future__ import annotations
@@ -22,17 +31,24 @@ from robot_stack.learn.networks import QEnsemble, TanhGaussianActor, soft_update
 from robot_stack.learn.replay import Batch
 
 
-def cql_penalty(q_sampled: Tensor, log_density: Tensor, q_data: Tensor, temperature: float) -> Tensor:
+def cql_penalty(q_sampled: Tensor, log_density: Tensor, q_data: Tensor, temperature: float,
+                clip_min: float | None = None, clip_max: float | None = None) -> Tensor:
     """Per critic: temperature * logsumexp((Q_sampled - log density) / temperature) - Q_data, averaged over the batch.
 
     q_sampled [E, B, M] (M sampled actions), log_density [B, M] (or broadcastable), q_data [E, B] -> [E].
+    clip_min/clip_max clip each state's term before the mean (None: not clipped on that side).
     """
     ood = temperature * torch.logsumexp((q_sampled - log_density) / temperature, dim=-1)
-    return (ood - q_data).mean(dim=1)
+    difference = ood - q_data
+    if clip_min is not None or clip_max is not None:
+        difference = difference.clamp(clip_min, clip_max)
+    return difference.mean(dim=1)
 
 
 class Temperature(nn.Module):
-    """SAC's entropy temperature alpha_ent = exp(log_alpha), a module so it is saved and compiled with the rest."""
+    """A positive weight exp(log_alpha) learned by gradient: SAC's entropy temperature, CQL-Lagrange's alpha'.
+
+    A module so it is saved and compiled with the rest."""
 
     def __init__(self, initial: float = 1.0) -> None:
         super().__init__()
@@ -56,6 +72,12 @@ class CQL(Algorithm):
         self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
         self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
         self.temperature_optimizer = self.adam(self.temperature.parameters(), c.alpha_lr)
+        if c.lagrange_gap is not None:
+            self.alpha_prime = Temperature().to(self.device)
+            self.alpha_prime_optimizer = self.adam(self.alpha_prime.parameters(), c.alpha_prime_lr)
+        # 1 while the actor is warm-started by maximum likelihood, then 0: a tensor, so a compiled step or a
+        # captured CUDA graph reads it instead of branching on the step number.
+        self.bc_weight = torch.ones((), device=self.device)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config
@@ -67,6 +89,9 @@ class CQL(Algorithm):
         pi, log_pi = self.actor.sample(features)
         alpha_ent = self.temperature().detach()
         actor_loss = (alpha_ent * log_pi - self.critic(features, pi).min(dim=0).values).mean()
+        if c.bc_steps > 0:
+            bc_loss = (alpha_ent * log_pi - self.actor.log_prob(features, batch.action)).mean()
+            actor_loss = torch.lerp(actor_loss, bc_loss, self.bc_weight)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
@@ -77,8 +102,15 @@ class CQL(Algorithm):
 
         with torch.no_grad():
             next_obs = self.encode(batch.next_obs)
-            next_action, next_log_pi = self.actor.sample(next_obs)
-            next_q = self.critic_target(next_obs, next_action).min(dim=0).values
+            if c.max_target_backup:
+                repeated_next = next_obs.repeat_interleave(n, dim=0)
+                next_action, next_log_pi = self.actor.sample(repeated_next)
+                next_q = self.critic_target(repeated_next, next_action).min(dim=0).values.view(batch_size, n)
+                next_q, best = next_q.max(dim=1)
+                next_log_pi = next_log_pi.view(batch_size, n).gather(1, best[:, None]).squeeze(1)
+            else:
+                next_action, next_log_pi = self.actor.sample(next_obs)
+                next_q = self.critic_target(next_obs, next_action).min(dim=0).values
             if c.backup_entropy:
                 next_q = next_q - alpha_ent * next_log_pi
             target = batch.reward + batch.discount * (1.0 - batch.terminal) * next_q
@@ -98,13 +130,29 @@ class CQL(Algorithm):
         sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
         q_sampled = self.critic(obs_n.repeat(3, 1), sampled)  # [E, 3 * B * N], blocks of B * N
         q_sampled = q_sampled.view(-1, 3, batch_size, n).permute(0, 2, 1, 3).reshape(-1, batch_size, 3 * n)
-        penalty = cql_penalty(q_sampled, log_density, q, c.temperature)
-        critic_loss = (td_loss + c.alpha * penalty).sum()
+        penalty = cql_penalty(q_sampled, log_density, q, c.temperature, c.clip_diff_min, c.clip_diff_max)
+        metrics: dict[str, Tensor] = {}
+        if c.lagrange_gap is None:
+            conservative = c.alpha * penalty
+        else:
+            alpha_prime = self.alpha_prime().clamp(0.0, 1e6).detach()
+            conservative = alpha_prime * c.alpha * (penalty - c.lagrange_gap)
+            metrics["alpha_prime"] = alpha_prime
+        critic_loss = (td_loss + conservative).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
+        if c.lagrange_gap is not None:  # after the critic's backward: its own graph (one backward per compiled graph)
+            alpha_prime_loss = -(self.alpha_prime().clamp(0.0, 1e6) * c.alpha
+                                 * (penalty.detach() - c.lagrange_gap)).mean()
+            self.alpha_prime_optimizer.zero_grad(set_to_none=True)
+            alpha_prime_loss.backward()
+            self.alpha_prime_optimizer.step()
 
         soft_update(self.critic_target, self.critic, c.tau)
         return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach().mean(),
                 "cql_penalty": penalty.detach().mean(), "actor_loss": actor_loss.detach(),
-                "alpha_entropy": alpha_ent, "q": q.detach().mean()}
+                "alpha_entropy": alpha_ent, "q": q.detach().mean(), **metrics}
+
+    def schedule(self, step: int, total_steps: int) -> None:
+        self.bc_weight.fill_(1.0 if step < self.config.bc_steps else 0.0)
