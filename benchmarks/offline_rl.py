@@ -47,10 +47,10 @@ def collect(task: str, name: str, episodes: int, seed: int) -> Path:
     return path
 
 
-def algorithm_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
+def algorithm_overrides(items: list[str]) -> dict[str, list[str]]:
     """--set ALGO:KEY=VALUE -> {algo: ["KEY=VALUE", ...]}."""
     overrides: dict[str, list[str]] = {}
-    for item in args.set:
+    for item in items:
         algo, sep, setting = item.partition(":")
         if not sep or "=" not in setting:
             raise SystemExit(f"--set {item!r}: use ALGO:KEY=VALUE, e.g. cql:algorithm.lagrange_gap=5")
@@ -66,7 +66,7 @@ def run_name(algo: str, settings: list[str]) -> str:
 
 
 def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace) -> dict:
-    settings = algorithm_overrides(args).get(algo, [])
+    settings = args.overrides.get(algo, [])
     out = REPO / "runs" / "results" / dataset.stem / f"{run_name(algo, settings)}_seed{seed}_{args.steps}"
     result_file = out / "result.json"
     if result_file.exists() and not args.rerun:
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="result file name (default offline_rl_<task>.json)")
     parser.add_argument("--rerun", action="store_true", help="train again even when a run's result exists")
     args = parser.parse_args()
+    args.overrides = algorithm_overrides(args.set)
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from robot_stack.data import Dataset
 
@@ -134,7 +135,7 @@ def main() -> None:
             returns = [results[(name, algo, seed)]["evaluation"]["mean_return"] for seed in args.seeds]
             row[algo] = {"success_mean": float(np.mean(rates)), "success_std": float(np.std(rates)),
                          "per_seed": rates, "return_mean": float(np.mean(returns)),
-                         "overrides": algorithm_overrides(args).get(algo, [])}
+                         "overrides": args.overrides.get(algo, [])}
         rows.append(row)
     random_rate = random_policy(args.task, args.eval_episodes)
     print(f"\n{args.task}: sim success rate over {args.eval_episodes} evaluation episodes, mean ± std over seeds "

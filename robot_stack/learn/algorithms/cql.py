@@ -78,6 +78,7 @@ class CQL(Algorithm):
         # 1 while the actor is warm-started by maximum likelihood, then 0: a tensor, so a compiled step or a
         # captured CUDA graph reads it instead of branching on the step number.
         self.bc_weight = torch.ones((), device=self.device)
+        self._warm_starting = True  # what bc_weight holds, so schedule() writes it only when it changes
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config
@@ -102,8 +103,8 @@ class CQL(Algorithm):
 
         with torch.no_grad():
             next_obs = self.encode(batch.next_obs)
+            repeated_next = next_obs.repeat_interleave(n, dim=0)
             if c.max_target_backup:
-                repeated_next = next_obs.repeat_interleave(n, dim=0)
                 next_action, next_log_pi = self.actor.sample(repeated_next)
                 next_q = self.critic_target(repeated_next, next_action).min(dim=0).values.view(batch_size, n)
                 next_q, best = next_q.max(dim=1)
@@ -116,7 +117,6 @@ class CQL(Algorithm):
             target = batch.reward + batch.discount * (1.0 - batch.terminal) * next_q
             # N actions per state: uniform in [-1, 1]^A, and the policy's at s and at s' (evaluated at s).
             repeated_obs = features.repeat_interleave(n, dim=0)
-            repeated_next = next_obs.repeat_interleave(n, dim=0)
             random_action = torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0
             pi_action, pi_log = self.actor.sample(repeated_obs)
             next_pi_action, next_pi_log = self.actor.sample(repeated_next)
@@ -155,4 +155,7 @@ class CQL(Algorithm):
                 "alpha_entropy": alpha_ent, "q": q.detach().mean(), **metrics}
 
     def schedule(self, step: int, total_steps: int) -> None:
-        self.bc_weight.fill_(1.0 if step < self.config.bc_steps else 0.0)
+        warm_starting = step < self.config.bc_steps
+        if warm_starting != self._warm_starting:  # once a run (or on resuming), not a device write every step
+            self.bc_weight.fill_(float(warm_starting))
+            self._warm_starting = warm_starting
