@@ -26,6 +26,7 @@ from robot_stack.ros import convert
 RECORD_HZ = 25.0
 PUBLISH_HZ = 50.0
 IMAGE = (24, 32, 3)
+KEY_UNIT = 100_000  # the driver's position code (Driver): exact in float32 up to key 167
 
 
 def features_file(tmp_path: Path, image: tuple[int, int, int] = IMAGE, name: str = "features.yaml", **extra) -> Path:
@@ -68,8 +69,9 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> int:
 class Driver:
     """The test's side of a recorder: publishes the features at 50 Hz, sends control words, reads the status.
 
-    position = key * 1000 + n, n counting the messages: every frame says which episode (key) it was
-    recorded for, and a repeated value means a repeated (stale) message.
+    position = key * KEY_UNIT + n, n counting the messages (n < KEY_UNIT: 2,000 s at 50 Hz): every frame says
+    which episode (key) it was recorded for, and a repeated value means a repeated (stale) message. (With
+    KEY_UNIT 1000 a test slowed past 20 s by a loaded machine read message 1080 of key 9 as key 10.)
     """
 
     def __init__(self, ros, image: tuple[int, int, int] = IMAGE) -> None:
@@ -94,7 +96,8 @@ class Driver:
 
     def publish(self) -> None:
         self.count += 1
-        value = self.key * 1000.0 + self.count
+        assert self.count < KEY_UNIT, "the position code ran out of counts: raise KEY_UNIT"
+        value = self.key * float(KEY_UNIT) + self.count
         Float64 = self.ros.message_class("std_msgs/msg/Float64")
         if "position" not in self.paused:
             self.position_pub.publish(Float64(data=value))
@@ -217,7 +220,7 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
             assert ds.unfinished_frames == 0
             if kept:
                 info = ds.episode_info(-1)
-                keys = np.unique(ds.episode(-1)["position"] // 1000)
+                keys = np.unique(ds.episode(-1)["position"] // KEY_UNIT)
                 assert keys.tolist() == [unfinished_key]  # (a prefix of) the attempt that was being recorded
                 if info.notes == "recovered":
                     assert (info.success, info.task_text) == (None, None)
@@ -253,12 +256,12 @@ def test_a_recorder_killed_at_random_moments_loses_no_committed_episode(driver, 
         for index in range(expected_episodes, ds.n_episodes):  # committed in this cycle: intact, in order
             episode, info = ds.episode(index), ds.episode_info(index)
             episode_key = int(info.task_text.split()[-1])
-            assert (np.unique(episode["position"] // 1000) == [episode_key]).all(), f"cycle {cycle} episode {index}"
+            assert (np.unique(episode["position"] // KEY_UNIT) == [episode_key]).all(), f"cycle {cycle} episode {index}"
             assert info.success == outcome[episode_key]
             assert episode["image.cam"].shape[1:] == IMAGE and len(episode["image.cam"][:]) == info.length
         expected_episodes, unfinished = ds.n_episodes, ds.unfinished_frames
         if unfinished:
-            keys = np.unique(ds.array("position")[ds.n_frames:ds.n_frames + unfinished] // 1000)
+            keys = np.unique(ds.array("position")[ds.n_frames:ds.n_frames + unfinished] // KEY_UNIT)
             # One attempt, not committed: the last one started, or, when a loaded machine kept the recorder a
             # control word behind the driver, the one before it (its success/fail word not yet handled).
             assert len(keys) == 1 and int(keys[0]) in recorded_keys[-2:], (cycle, keys, recorded_keys[-2:])
