@@ -6,8 +6,8 @@
     python benchmarks/offline_rl.py --task lift --algos cql --set cql:algorithm.lagrange_gap=5 --output offline_rl_lift_cql.json
 
 Datasets (collected once with sim_collect into data/results/, reused when present):
-  <task>_mixed   20% expert + 80% medium episodes (the scripted experts of robot_stack.sim.experts)
-  <task>_medium  medium only
+  <task>_mixed_<N>ep   20% expert + 80% medium episodes (the scripted experts of robot_stack.sim.experts)
+  <task>_medium_<N>ep  medium only
 Each (dataset, algorithm, seed) is one `robot-stack train` run with the sim ground-truth reward
 (--reward sim), state observations, the algorithm's paper defaults (or --set ALGO:KEY=VALUE), evaluated at the end on
 --eval-episodes seeded sim episodes (seeds 1,000,000 + i, never seen in the data). Runs go to
@@ -39,7 +39,9 @@ MIXES = {"mixed": "expert=0.2,medium=0.8", "medium": "medium=1.0"}
 
 
 def collect(task: str, name: str, episodes: int, seed: int) -> Path:
-    path = REPO / "data" / "results" / f"{task}_{name}.zarr"
+    """The dataset <task>_<name>_<episodes>ep.zarr, collected once (its size is in its name: another --episodes
+    is another dataset, never a silently reused one)."""
+    path = REPO / "data" / "results" / f"{task}_{name}_{episodes}ep.zarr"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "robot_stack.sim.collect", "--task", task, "--episodes", str(episodes),

@@ -302,7 +302,7 @@ def test_cql_update_returns_the_paper_losses_with_the_same_sampled_actions(tempe
         next_q = next_q - alpha_ent * next_log_pi
     y = r + discount * (1 - terminal) * next_q
     q_data = every_q(critic, s, a)  # [E, B]
-    td = 0.5 * ((q_data - y) ** 2).mean(dim=1)
+    td = ((q_data - y) ** 2).mean(dim=1)
     penalty = torch.zeros(c.n_critics, dtype=torch.float64)
     for b in range(BATCH):
         rows = slice(b * n, (b + 1) * n)
@@ -377,7 +377,7 @@ def test_cql_with_the_authors_options_bc_warm_start_max_backup_clipping_and_lagr
         best = every_q(critic_target, s2[b].expand(n, 3), next_action).min(dim=0).values.max()
         y[b] = r[b] + discount[b] * (1 - terminal[b]) * best
     q_data = every_q(critic, s, a)
-    td = 0.5 * ((q_data - y) ** 2).mean(dim=1)
+    td = ((q_data - y) ** 2).mean(dim=1)
     penalty = torch.zeros(c.n_critics, dtype=torch.float64)
     terms = []
     for b in range(BATCH):

@@ -5,7 +5,7 @@ Critic: SAC's TD error plus a penalty that pushes Q down on sampled actions and 
     penalty_i = temperature * logsumexp_j( Q_i(s, a_j) / temperature ) - E_D Q_i(s, a)
 where the a_j are N uniform actions, N policy actions at s and N at s', each importance-weighted by its
 sampling density (Q - log density: log 0.5^A for uniform, log pi for the policy's):
-    L(Q) = sum_i [ E (Q_i(s, a) - y)^2 / 2 + alpha * penalty_i ]
+    L(Q) = sum_i [ E (Q_i(s, a) - y)^2 + alpha * penalty_i ]   (the authors' nn.MSELoss: no 1/2)
 Actor and entropy temperature as in SAC:
     L(pi) = E [ alpha_ent log pi(a~|s) - min_i Q_i(s, a~) ],   L(alpha_ent) = -log alpha_ent * E[log pi + H_target]
 
@@ -125,7 +125,7 @@ class CQL(Algorithm):
                 pi_log.view(batch_size, n), next_pi_log.view(batch_size, n)], dim=1)
 
         q = self.critic(obs, batch.action)
-        td_loss = 0.5 * ((q - target) ** 2).mean(dim=1)
+        td_loss = ((q - target) ** 2).mean(dim=1)  # the authors' MSE, no 1/2: alpha weighs the penalty against it
         obs_n = obs.repeat_interleave(n, dim=0)
         sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
         q_sampled = self.critic(obs_n.repeat(3, 1), sampled)  # [E, 3 * B * N], blocks of B * N
