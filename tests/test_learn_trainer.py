@@ -296,19 +296,26 @@ def test_learn_after_mujoco_on_osmesa_is_a_clear_error_not_a_crash():
     assert "import robot_stack.learn (or torch) before" in done.stderr
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("algo, options, modules", [
     ("iql", {}, ("critic", "value", "actor")),
     # CQL's actor warm-start ends half-way (a tensor weight, not a branch) and alpha' is tuned (Lagrange).
     ("cql", {"algorithm.bc_steps": 3, "algorithm.lagrange_gap": 1.0, "algorithm.n_actions": 2},
      ("critic", "actor", "alpha_prime")),
 ])
-def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, algo, options, modules):
-    """compile: on (the CUDA default) on the CPU: same updates as eager, schedules included."""
+def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, algo, options, modules, device):
+    """compile: on (the CUDA default): the same updates as eager, schedules included (CUDA graphs off here:
+    their capture warm-up adds updates, see the next test)."""
     import torch._inductor.config
 
     runs = {}
     for mode in ("off", "on"):
         trainer = Trainer(config(reach_mixed, tmp_path, algo, options, steps=6, compile=mode, log_every=3,
+                                 device=device, cuda_graphs="off",
                                  out=str(tmp_path / f"compile_{algo}_{mode}")), progress=False)
         with torch._inductor.config.patch(fallback_random=True):  # eager's random numbers, for comparing
             trainer.run()
@@ -316,3 +323,25 @@ def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_pa
     for name in modules:
         for key, eager in runs["off"][name].items():
             torch.testing.assert_close(runs["on"][name][key], eager, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+
+
+@CUDA
+@pytest.mark.parametrize("algo", ["bc", "td3bc", "iql", "cql"])
+def test_on_cuda_the_step_is_compiled_and_captured_in_a_cuda_graph_and_trains(reach_mixed, tmp_path, algo):
+    """The CUDA defaults (compile and CUDA graphs: auto): the capture succeeds (no fallback to eager), the
+    losses stay finite, the parameters move, and the checkpoint acts on the CPU."""
+    messages: list[str] = []
+    trainer = Trainer(config(reach_mixed, tmp_path, algo, steps=40, device="cuda", log_every=10), progress=False,
+                      log=messages.append)
+    before = {name: {k: v.clone() for k, v in module.items()}
+              for name, module in trainer.algorithm.state_dict()["modules"].items()}
+    result = trainer.run()
+    assert not [m for m in messages if "capture failed" in m or "without graphs" in m], messages
+    assert result["device"].startswith("cuda")
+    after = trainer.algorithm.state_dict()["modules"]
+    moved = [name for name in before if any(not torch.equal(before[name][k], after[name][k]) for k in before[name])]
+    assert "actor" in moved, moved
+    assert all(torch.isfinite(v).all() for module in after.values() for v in module.values())
+    algorithm, spec, _ = load_policy(tmp_path / f"run_{algo}", device="cpu")
+    obs = {"state": torch.zeros(1, spec.state_dim)}
+    assert algorithm.act(obs).shape == (1, spec.action_dim)
