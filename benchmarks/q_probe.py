@@ -41,17 +41,16 @@ def grasp_steps(ds, episodes: int) -> list[tuple[int, int]]:
     return found
 
 
-def probe(run: Path, checkpoint: str, ds, points: list[tuple[int, int]]) -> list[dict]:
+def probe(run: Path, checkpoint: str, frames: dict[tuple[int, int], dict]) -> list[dict]:
+    """frames: (episode, step) -> that frame's features (read once for every run)."""
     import torch
 
-    from robot_stack.learn.trainer import latest_checkpoint, load_policy
+    from robot_stack.learn.trainer import load_policy
 
-    path = latest_checkpoint(run) if checkpoint == "latest" else run / "checkpoints" / checkpoint
-    algorithm, spec, _ = load_policy(path)
+    algorithm, spec, _ = load_policy(run if checkpoint == "latest" else run / "checkpoints" / checkpoint)
     rows = []
-    for episode_index, step in points:
-        episode = ds.episode(episode_index)
-        values = {name: np.asarray(episode[name][step:step + 1]) for name in spec.state}
+    for (episode_index, step), frame in frames.items():
+        values = {name: frame[name] for name in spec.state}
         obs = {"state": torch.as_tensor(spec.state_from(values, None))}
         with torch.no_grad():
             features = algorithm.encode(obs, augment=False)
@@ -77,13 +76,15 @@ def main() -> None:
 
     ds = Dataset.open(args.dataset)
     points = grasp_steps(ds, args.episodes)
+    frames = {(index, step): {name: np.asarray(values[step:step + 1]) for name, values in ds.episode(index).items()}
+              for index, step in points}
     if not points:
         sys.exit(f"{args.dataset}: no successful episode closes its gripper for good: nothing to probe")
     result = {"benchmark": "q_probe", "dataset": args.dataset, "gripper_values": SWEEP.round(3).tolist(),
               "command": "python benchmarks/q_probe.py " + " ".join(sys.argv[1:]), "runs": {},
               **machine(["torch"]), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     for run in args.runs:
-        rows = probe(run, args.checkpoint, ds, points)
+        rows = probe(run, args.checkpoint, frames)
         result["runs"][str(run)] = rows
         print(f"\n{run} ({args.checkpoint}): Q(s, policy action with gripper g), g = " + " ".join(f"{g:+.2f}" for g in SWEEP))
         for row in rows:
