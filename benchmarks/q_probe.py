@@ -8,7 +8,13 @@ the recorded gripper command turns positive (closing) and mostly stays so for th
 probe takes the state, the policy's action, and sweeps the action's last element (the gripper) over
 [-1, 1] in 9 values, printing min_i Q_i(s, a) for each. A gradient-following actor (CQL's, TD3+BC's) moves its
 gripper uphill from where it is; a valley between -1 and +1 keeps an open gripper open even where Q says
-closing is better. Writes benchmarks/results/q_probe.json (or --output NAME).
+closing is better.
+
+It also compares each critic's values across the data's episodes with the data's own returns: the mean of
+min_i Q_i(s, a) on the recorded (s, a) of the successful and of the failed episodes, beside the mean
+discounted return-to-go of the same frames (sim reward, the run's gamma). A critic that ranks the failed
+episodes' states above the successful ones' has its values upside down, whatever its actor does.
+Writes benchmarks/results/q_probe.json (or --output NAME).
 """
 
 from __future__ import annotations
@@ -63,6 +69,40 @@ def probe(run: Path, checkpoint: str, frames: dict[tuple[int, int], dict]) -> li
     return rows
 
 
+def return_to_go(reward: np.ndarray, gamma: float) -> np.ndarray:
+    """Discounted sum of the rewards from each frame to the end of its episode."""
+    out = np.zeros(len(reward))
+    running = 0.0
+    for t in range(len(reward) - 1, -1, -1):
+        running = reward[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def values_by_outcome(run: Path, checkpoint: str, ds) -> dict[str, dict[str, float]]:
+    """Mean critic value on the data's (s, a) and mean discounted return-to-go, over successful / failed episodes."""
+    import torch
+
+    from robot_stack.learn.trainer import load_policy
+
+    algorithm, spec, config = load_policy(run if checkpoint == "latest" else run / "checkpoints" / checkpoint)
+    snap = getattr(algorithm.actor, "snap", lambda action: action)  # CQL's binary elements at their bound
+    sums = {outcome: {"q": 0.0, "return_to_go": 0.0, "frames": 0} for outcome in ("success", "fail")}
+    for index in range(ds.n_episodes):
+        episode = ds.episode(index)
+        obs = {"state": torch.as_tensor(spec.state_from({name: episode[name] for name in spec.state}, None))}
+        action = torch.as_tensor(spec.scale(np.asarray(episode[spec.action])))
+        with torch.no_grad():
+            q = algorithm.critic(algorithm.encode(obs, augment=False), snap(action)).min(dim=0).values
+        row = sums["success" if ds.episode_info(index).success else "fail"]
+        row["q"] += float(q.sum())
+        row["return_to_go"] += float(return_to_go(np.asarray(episode["sim_reward"], np.float64), config.gamma).sum())
+        row["frames"] += len(q)
+    return {outcome: {"frames": row["frames"], "mean_q": round(row["q"] / max(row["frames"], 1), 2),
+                      "mean_return_to_go": round(row["return_to_go"] / max(row["frames"], 1), 2)}
+            for outcome, row in sums.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (robot-stack train --out)")
@@ -90,6 +130,11 @@ def main() -> None:
         for row in rows:
             print(f"  episode {row['episode']:3d} step {row['step']:3d}  policy gripper {row['policy_gripper']:+.2f}  "
                   + " ".join(f"{v:6.1f}" for v in row["q_over_gripper"]))
+        if "sim_reward" in ds.features:
+            values = values_by_outcome(run, args.checkpoint, ds)
+            result.setdefault("values_by_outcome", {})[str(run)] = values
+            print("  data's (s, a): " + ", ".join(f"{outcome} episodes mean Q {v['mean_q']:.1f} "
+                                                  f"(return-to-go {v['mean_return_to_go']:.1f})" for outcome, v in values.items()))
     write_result(RESULTS / args.output, result)
 
 

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from robot_stack.errors import LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm, adam, set_lr
-from robot_stack.learn.algorithms.cql import cql_penalty
+from robot_stack.learn.algorithms.cql import binary_indices, cql_penalty
 from robot_stack.learn.algorithms.iql import awr_weights, expectile_loss
 from robot_stack.learn.algorithms.td3bc import td3bc_lambda
 from robot_stack.learn.config import load_config
@@ -402,6 +403,88 @@ def test_cql_with_the_authors_options_bc_warm_start_max_backup_clipping_and_lagr
     direction = math.copysign(1, (penalty - gap).mean().item())
     assert algo.alpha_prime.log_alpha.item() == pytest.approx(0.01 * direction, abs=1e-6)
     assert_soft_updated(algo.critic_target, old_target, algo.critic, c.tau)
+
+
+def hybrid(actor: nn.Module, obs: Tensor, eps: Tensor, uniform: Tensor) -> tuple[Tensor, Tensor]:
+    """An actor with element 0 tanh-Gaussian and element 1 binary: a = (tanh(u), +1 if uniform < sigmoid(logit)
+    else -1), log pi = log N(u) - log(1 - tanh(u)^2) + log sigmoid(bound * logit). eps, uniform [B, 1]."""
+    mean, log_std = actor.net(obs).chunk(2, dim=-1)
+    std = log_std.clamp(actor.log_std_min, actor.log_std_max).exp()
+    u = mean[:, :1] + std[:, :1] * eps
+    bound = torch.where(uniform < torch.sigmoid(mean[:, 1:]), 1.0, -1.0).double()
+    log_pi = (Normal(mean[:, :1], std[:, :1]).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)
+              + torch.log(torch.sigmoid(bound * mean[:, 1:]))).sum(-1)
+    return torch.cat([torch.tanh(u), bound], dim=-1), log_pi
+
+
+def test_cql_with_a_binary_gripper_takes_the_actor_expectation_over_open_and_closed_and_snaps_the_critics_actions():
+    n = 3
+    algo = make_algorithm("cql", n_actions=n, binary_actions=["1"])  # the tiny spec names no element: an index
+    batch, c = tiny_batch(), algo.config
+    assert algo.target_entropy == -1.0  # SAC's -dim over the Gaussian elements only
+    move_targets_away(algo)
+    actor, critic, critic_target = (f64(m) for m in (algo.actor, algo.critic, algo.critic_target))
+    alpha_ent = algo.temperature().item()
+    torch.manual_seed(17)
+    losses = algo.update(batch)
+
+    s, a, r, s2, discount, terminal = as_float64(batch)
+    # Draws in order: the actor's continuous sample at s; the next action at s' (Gaussian, then Bernoulli);
+    # n uniform actions per state; n policy actions at s and n at s' (each Gaussian, then Bernoulli).
+    torch.manual_seed(17)
+    eps_actor = torch.randn(BATCH, 1).double()
+    eps_next, coin_next = torch.randn(BATCH, 1).double(), torch.rand(BATCH, 1).double()
+    uniform = (torch.rand(BATCH * n, ACTION_DIM) * 2 - 1).double()
+    eps_pi, coin_pi = torch.randn(BATCH * n, 1).double(), torch.rand(BATCH * n, 1).double()
+    eps_next_pi, coin_next_pi = torch.randn(BATCH * n, 1).double(), torch.rand(BATCH * n, 1).double()
+
+    # Actor: E over the gripper's two bounds, weighted by their probabilities, of alpha log pi - min Q.
+    mean, log_std = actor.net(s).chunk(2, dim=-1)
+    std = log_std.clamp(actor.log_std_min, actor.log_std_max).exp()
+    u = mean[:, :1] + std[:, :1] * eps_actor
+    continuous_log = (Normal(mean[:, :1], std[:, :1]).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+    actor_loss = torch.zeros(BATCH, dtype=torch.float64)
+    for bound in (-1.0, 1.0):
+        mass = torch.sigmoid(bound * mean[:, 1])
+        action = torch.cat([torch.tanh(u), torch.full((BATCH, 1), bound, dtype=torch.float64)], dim=-1)
+        q = every_q(critic, s, action).min(dim=0).values
+        actor_loss += mass * (alpha_ent * (continuous_log + torch.log(mass)) - q)
+    assert_loss(losses["actor_loss"], actor_loss.mean())
+
+    policy = f64(algo.actor)
+    next_action, _ = hybrid(policy, s2, eps_next, coin_next)
+    y = r + discount * (1 - terminal) * every_q(critic_target, s2, next_action).min(dim=0).values
+    snapped = a.clone()
+    snapped[:, 1] = torch.where(a[:, 1] > 0, 1.0, -1.0)  # the data's gripper at its bound
+    q_data = every_q(critic, s, snapped)
+    td = ((q_data - y) ** 2).mean(dim=1)
+    uniform[:, 1] = torch.where(uniform[:, 1] > 0, 1.0, -1.0)  # uniform over the two bounds: still density 1/2
+    penalty = torch.zeros(c.n_critics, dtype=torch.float64)
+    for b in range(BATCH):
+        rows = slice(b * n, (b + 1) * n)
+        pi_action, pi_log = hybrid(policy, s[b].expand(n, 3), eps_pi[rows], coin_pi[rows])
+        next_pi_action, next_pi_log = hybrid(policy, s2[b].expand(n, 3), eps_next_pi[rows], coin_next_pi[rows])
+        actions = torch.cat([uniform[rows], pi_action, next_pi_action])
+        log_density = torch.cat([torch.full((n,), ACTION_DIM * math.log(0.5), dtype=torch.float64), pi_log, next_pi_log])
+        for i in range(c.n_critics):
+            q = member_q(critic, i, s[b].expand(3 * n, 3), actions)
+            penalty[i] += (torch.logsumexp(q - log_density, 0) - q_data[i, b]) / BATCH
+    assert_loss(losses["td_loss"], td.mean())
+    assert_loss(losses["cql_penalty"], penalty.mean())
+    assert_loss(losses["critic_loss"], (td + c.alpha * penalty).sum())
+
+
+def test_cql_binary_actions_name_elements_of_the_command_or_say_which_there_are():
+    spec = ObservationSpec(state={"x": [3]}, mean=[0.0] * 3, std=[1.0] * 3, action_low=[-1.0] * 3,
+                           action_high=[1.0] * 3, action_names=["dx", "dy", "gripper"])
+    assert binary_indices(["gripper"], spec) == [2]
+    assert binary_indices(["0", 2], spec) == [0, 2]
+    with pytest.raises(LearnError, match=r"'grip' is not an element of the command \(its elements are \['dx', 'dy', 'gripper'\]\)"):
+        binary_indices(["grip"], spec)
+    with pytest.raises(LearnError, match="names an element twice"):
+        binary_indices(["gripper", "2"], spec)
+    with pytest.raises(LearnError, match=r"names none of its 2 elements: give indices 0..1"):
+        binary_indices(["gripper"], tiny_spec())
 
 
 # ---- learning rates and checkpoints

@@ -176,6 +176,111 @@ def test_tanh_gaussian_sample_is_reparameterised():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
 
 
+def binary_actor(binary: list[int]) -> TanhGaussianActor:
+    torch.manual_seed(0)
+    return TanhGaussianActor(obs_dim=3, action_dim=3, hidden_dims=[8], binary=binary)
+
+
+def test_tanh_gaussian_with_a_binary_element_acts_with_the_bound_its_logit_favours():
+    actor = binary_actor([2])
+    obs = torch.randn(64, 3) * 3
+    mean, _ = actor.net(obs).chunk(2, dim=-1)
+    action = actor(obs)
+    torch.testing.assert_close(action[:, :2], torch.tanh(mean[:, :2]))
+    assert torch.equal(action[:, 2], torch.where(mean[:, 2] > 0, 1.0, -1.0))
+    assert (mean[:, 2] > 0).any() and (mean[:, 2] < 0).any()  # both bounds were exercised
+
+
+def test_tanh_gaussian_binary_sample_is_bernoulli_over_the_bounds_with_its_log_mass():
+    actor = binary_actor([2])
+    obs = torch.randn(4, 3).repeat_interleave(4000, dim=0)
+    torch.manual_seed(1)
+    action, log_pi = actor.sample(obs)
+
+    torch.manual_seed(1)
+    mean, log_std = actor.net(obs).double().chunk(2, dim=-1)
+    std = log_std.clamp(-5.0, 2.0).exp()
+    u = mean[:, :2] + std[:, :2] * torch.randn(len(obs), 2).double()  # the continuous draw, then the Bernoulli's
+    closed = torch.rand(len(obs), 1).double() < torch.sigmoid(mean[:, 2:])
+    bound = torch.where(closed, 1.0, -1.0).double()
+    expected = (Normal(mean[:, :2], std[:, :2]).log_prob(u).sum(-1) - torch.log(1 - torch.tanh(u) ** 2).sum(-1)
+                + torch.log(torch.sigmoid(bound * mean[:, 2:])).sum(-1))
+    torch.testing.assert_close(action[:, :2].double(), torch.tanh(u), rtol=1e-5, atol=1e-6)
+    assert torch.equal(action[:, 2].double(), bound[:, 0])
+    torch.testing.assert_close(log_pi.double(), expected, rtol=1e-5, atol=1e-5)
+    # The frequency of +1 per state is the sigmoid of its logit (4000 draws: standard error <= 0.008).
+    frequency = (action[:, 2] > 0).double().view(4, 4000).mean(1)
+    torch.testing.assert_close(frequency, torch.sigmoid(mean[::4000, 2]), rtol=0, atol=0.04)
+    # log_prob of a sampled action is its sample's log-probability (continuous part away from the bounds,
+    # where atanh is exact in float32).
+    inside = (action[:, :2].abs() < 0.99).all(-1)
+    assert inside.sum() > 10_000
+    torch.testing.assert_close(actor.log_prob(obs[inside], action[inside]), log_pi[inside], rtol=1e-4, atol=1e-4)
+
+
+def test_tanh_gaussian_modes_enumerate_the_binary_bounds_and_their_gradient_is_the_q_difference():
+    actor = binary_actor([0, 2])
+    obs = torch.randn(5, 3)
+    torch.manual_seed(2)
+    actions, log_pi, probability = actor.sample_modes(obs)
+    assert actions.shape == (4, 5, 3) and log_pi.shape == probability.shape == (4, 5)
+    torch.testing.assert_close(probability.sum(0), torch.ones(5))
+    assert torch.equal(actions[:, :, [0, 2]], torch.tensor([[-1.0, -1], [-1, 1], [1, -1], [1, 1]])[:, None].expand(4, 5, 2))
+    assert torch.equal(actions[:, :, 1], actions[0, :, 1].expand(4, 5))  # one continuous draw for every mode
+    for m in range(4):  # each mode's log pi is the sampled action's log-probability
+        torch.testing.assert_close(actor.log_prob(obs, actions[m]), log_pi[m], rtol=1e-4, atol=1e-4)
+
+    # The expectation of f over the modes of one binary element moves its logit by p (1 - p) (f(+1) - f(-1)):
+    # with f = the element itself, f(+1) - f(-1) = 2, whatever side of 0 the logit is on.
+    single = binary_actor([2])
+    obs = torch.randn(7, 3)
+    actions, _, probability = single.sample_modes(obs)
+    expectation = (probability * actions[..., 2]).sum(0)
+    expectation.sum().backward()
+    p = torch.sigmoid(single.net(obs).detach()[:, 2])  # the logit's unit (means first, then log-stds)
+    torch.testing.assert_close(expectation.detach(), 2 * p - 1)
+    bias = single.net.net[-1].bias.grad  # d logit / d its output bias = 1
+    torch.testing.assert_close(bias[2], (2 * p * (1 - p)).sum())
+    assert bias[5] == 0  # the binary element's log-std output is unused
+
+
+def test_a_gaussian_gripper_stays_in_a_q_valley_that_the_binary_actor_crosses():
+    """The failure the binary element is for: Q(g) = (g + 0.2)^2 over the gripper g, higher at +1 (1.44)
+    than at -1 (0.64) with a valley between. SAC's actor loss by gradient from g near -1 stays at -1; with
+    the gripper binary it goes to +1."""
+    def q(action: torch.Tensor) -> torch.Tensor:
+        return (action[..., 1] + 0.2) ** 2
+
+    final = {}
+    for binary in ([], [1]):
+        torch.manual_seed(0)
+        actor = TanhGaussianActor(obs_dim=3, action_dim=2, hidden_dims=[16], binary=binary)
+        with torch.no_grad():
+            actor.net.net[-1].bias[1] = -2.0  # the gripper starts open (tanh(-2) = -0.96; P(+1) = 0.12)
+        optimizer = torch.optim.Adam(actor.parameters(), lr=1e-2)
+        obs = torch.randn(64, 3)
+        for _ in range(300):
+            actions, log_pi, probability = actor.sample_modes(obs)
+            loss = (probability * (0.01 * log_pi - q(actions))).sum(0).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        final[bool(binary)] = actor(obs)[:, 1]
+    assert (final[False] < -0.9).all()  # the Gaussian gripper never closes
+    assert (final[True] == 1.0).all()  # the binary one does
+
+
+def test_tanh_gaussian_snaps_binary_elements_and_refuses_bad_indices():
+    actor = binary_actor([1])
+    action = torch.tensor([[0.3, 0.2, -0.5], [-0.7, -0.01, 0.9]])
+    assert torch.equal(actor.snap(action), torch.tensor([[0.3, 1.0, -0.5], [-0.7, -1.0, 0.9]]))
+    assert binary_actor([]).snap(action) is action
+    with pytest.raises(ValueError, match="distinct indices below 3"):
+        TanhGaussianActor(obs_dim=3, action_dim=3, hidden_dims=[8], binary=[3])
+    with pytest.raises(ValueError, match="distinct indices"):
+        TanhGaussianActor(obs_dim=3, action_dim=3, hidden_dims=[8], binary=[1, 1])
+
+
 def test_deterministic_actor_acts_within_minus_one_to_one():
     torch.manual_seed(0)
     actor = DeterministicActor(obs_dim=3, action_dim=2, hidden_dims=[8])

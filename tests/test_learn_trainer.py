@@ -191,6 +191,20 @@ def test_every_algorithm_trains_and_its_checkpoint_acts(reach_mixed, tmp_path, a
     assert action.shape == (3, 2) and bool((action.abs() <= 1).all())
 
 
+def test_cql_with_a_binary_element_acts_on_its_bounds_and_the_run_keeps_the_command_names(reach_mixed, tmp_path):
+    """binary_actions names an element of the dataset robot's command (reach2d's dy stands in for a gripper)."""
+    run = Trainer(config(reach_mixed, tmp_path, "cql", {"algorithm.binary_actions": "dy"}, steps=20,
+                         reward="success"), progress=False).run()
+    algorithm, spec, loaded = load_policy(run["run_dir"])
+    assert spec.action_names == ["dx", "dy"] and loaded.algorithm.binary_actions == ["dy"]
+    action = algorithm.act({"state": torch.randn(64, spec.state_dim) * 3})
+    assert set(action[:, 1].tolist()) <= {-1.0, 1.0}
+    assert (action[:, 0].abs() < 1).all()  # dx stays a tanh-Gaussian's mean
+    with pytest.raises(LearnError, match=r"'gripper' is not an element of the command \(its elements are \['dx', 'dy'\]\)"):
+        Trainer(config(reach_mixed, tmp_path, "cql", {"algorithm.binary_actions": "gripper"}, steps=2,
+                       reward="success", out=str(tmp_path / "bad")), progress=False)
+
+
 def test_images_train_through_the_cnn_and_the_policy_sees_the_camera_in_the_sim(reach_camera, tmp_path):
     run = Trainer(config(reach_camera, tmp_path, algo="bc", reward="none", images=["image.top"], steps=10,
                          eval_every=0, eval_episodes=1), progress=False)
@@ -306,6 +320,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
     # CQL's actor warm-start ends half-way (a tensor weight, not a branch) and alpha' is tuned (Lagrange).
     ("cql", {"algorithm.bc_steps": 3, "algorithm.lagrange_gap": 1.0, "algorithm.n_actions": 2},
      ("critic", "actor", "alpha_prime")),
+    # A binary element (Bernoulli draws, the actor's expectation over both bounds) with the max backup.
+    ("cql", {"algorithm.binary_actions": "dy", "algorithm.max_target_backup": True, "algorithm.n_actions": 2},
+     ("critic", "actor")),
 ])
 def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, algo, options, modules, device):
     """compile: on (the CUDA default): the same updates as eager, schedules included (CUDA graphs off here:
@@ -326,13 +343,14 @@ def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_pa
 
 
 @CUDA
-@pytest.mark.parametrize("algo", ["bc", "td3bc", "iql", "cql"])
-def test_on_cuda_the_step_is_compiled_and_captured_in_a_cuda_graph_and_trains(reach_mixed, tmp_path, algo):
+@pytest.mark.parametrize("algo, options", [("bc", {}), ("td3bc", {}), ("iql", {}), ("cql", {}),
+                                           ("cql", {"algorithm.binary_actions": "dy"})])
+def test_on_cuda_the_step_is_compiled_and_captured_in_a_cuda_graph_and_trains(reach_mixed, tmp_path, algo, options):
     """The CUDA defaults (compile and CUDA graphs: auto): the capture succeeds (no fallback to eager), the
     losses stay finite, the parameters move, and the checkpoint acts on the CPU."""
     messages: list[str] = []
-    trainer = Trainer(config(reach_mixed, tmp_path, algo, steps=40, device="cuda", log_every=10), progress=False,
-                      log=messages.append)
+    trainer = Trainer(config(reach_mixed, tmp_path, algo, options, steps=40, device="cuda", log_every=10),
+                      progress=False, log=messages.append)
     before = {name: {k: v.clone() for k, v in module.items()}
               for name, module in trainer.algorithm.state_dict()["modules"].items()}
     result = trainer.run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -109,17 +110,36 @@ class GaussianActor(nn.Module):
 
 
 class TanhGaussianActor(nn.Module):
-    """SAC's policy (CQL's actor): a = tanh(u), u ~ N(mu(s), sigma(s)); acts with tanh(mu)."""
+    """SAC's policy (CQL's actor): a = tanh(u), u ~ N(mu(s), sigma(s)); acts with tanh(mu).
+
+    Elements listed in ``binary`` (a gripper that is either open or closed) are instead a Bernoulli over
+    the two bounds {-1, +1}: the element's mean output is the logit of +1 (its log-std output is unused),
+    and the actor acts with the more probable bound. A Gaussian over such an element can only move its
+    command by dQ/da, which a critic with a valley between the bounds stops (docs/results.md); the
+    Bernoulli's gradient is the difference of Q at the two bounds (``sample_modes``).
+    """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int],
-                 log_std_min: float = -5.0, log_std_max: float = 2.0) -> None:
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, binary: Sequence[int] = ()) -> None:
         super().__init__()
         self.net = MLP(obs_dim, 2 * action_dim, hidden_dims)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        if any(not 0 <= i < action_dim for i in binary) or len(set(binary)) != len(binary):
+            raise ValueError(f"binary action elements {list(binary)} must be distinct indices below {action_dim}")
+        self.binary = sorted(binary)
+        self.continuous = [i for i in range(action_dim) if i not in self.binary]
+        # Every combination of the binary elements' bounds, [2^k, k]: the modes sample_modes enumerates.
+        modes = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=len(self.binary))), dtype=torch.float32)
+        self.register_buffer("modes", modes.reshape(2 ** len(self.binary), len(self.binary)), persistent=False)
+        mask = torch.zeros(action_dim, dtype=torch.bool)
+        mask[self.binary] = True
+        self.register_buffer("binary_mask", mask, persistent=False)
 
     def forward(self, obs: Tensor) -> Tensor:
         mean, _ = self.net(obs).chunk(2, dim=-1)
-        return torch.tanh(mean)
+        if not self.binary:
+            return torch.tanh(mean)
+        return torch.where(self.binary_mask, torch.where(mean > 0, 1.0, -1.0), torch.tanh(mean))
 
     def _distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
@@ -132,18 +152,63 @@ class TanhGaussianActor(nn.Module):
         correction = (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
         return gaussian - correction
 
-    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """A reparameterised sample [..., A] and its log-probability [...] (with the tanh correction)."""
+    def _continuous_sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tanh(u) [..., A] (binary elements still to be set), log-density of the continuous elements [...],
+        and the logits of the binary elements [..., k]."""
         mean, log_std = self._distribution(obs)
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(u), self._log_prob(u, mean, log_std)
+        if not self.binary:
+            u = mean + log_std.exp() * torch.randn_like(mean)
+            return torch.tanh(u), self._log_prob(u, mean, log_std), mean[..., :0]
+        c = self.continuous
+        u = mean[..., c] + log_std[..., c].exp() * torch.randn_like(mean[..., c])
+        action = torch.zeros_like(mean)
+        action[..., c] = torch.tanh(u)
+        return action, self._log_prob(u, mean[..., c], log_std[..., c]), mean[..., self.binary]
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """A sample [..., A] and its log-probability [...] (with the tanh correction); reparameterised in the
+        continuous elements, drawn from the Bernoulli in the binary ones (their log-mass is added)."""
+        action, log_pi, logits = self._continuous_sample(obs)
+        if self.binary:
+            bounds = torch.where(torch.rand_like(logits) < torch.sigmoid(logits), 1.0, -1.0)
+            action[..., self.binary] = bounds
+            log_pi = log_pi + F.logsigmoid(bounds * logits).sum(-1)
+        return action, log_pi
+
+    def sample_modes(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One reparameterised sample of the continuous elements under every mode of the binary ones:
+        actions [M, ..., A], log pi [M, ...] and the modes' probabilities [M, ...] (differentiable), M = 2^k.
+
+        E_pi[f(a)] = sum over modes of probability * f(action) exactly in the binary elements, so a loss on
+        it gets their gradient from the difference of f between the bounds. With no binary element, M = 1
+        and this is ``sample`` with probability 1."""
+        action, log_pi, logits = self._continuous_sample(obs)
+        if not self.binary:
+            return action[None], log_pi[None], torch.ones_like(log_pi)[None]
+        modes = self.modes.view(-1, *([1] * (logits.dim() - 1)), len(self.binary))  # [M, 1.., k]
+        log_mass = F.logsigmoid(modes * logits).sum(-1)  # [M, ...]
+        actions = action.expand(len(self.modes), *action.shape).clone()
+        actions[..., self.binary] = modes.expand(*actions.shape[:-1], len(self.binary))
+        return actions, log_pi + log_mass, log_mass.exp()
 
     def log_prob(self, obs: Tensor, action: Tensor, edge: float = 1e-4) -> Tensor:
         """log pi(a|s) [...] of given actions in [-1, 1]; actions on the bounds are moved `edge` inside
-        (tanh never reaches +-1, and recorded grippers sit exactly on them)."""
+        (tanh never reaches +-1, and recorded grippers sit exactly on them). A binary element counts as the
+        bound on its side of 0."""
         mean, log_std = self._distribution(obs)
-        u = torch.atanh(action.clamp(-1.0 + edge, 1.0 - edge))
-        return self._log_prob(u, mean, log_std)
+        if not self.binary:
+            return self._log_prob(torch.atanh(action.clamp(-1.0 + edge, 1.0 - edge)), mean, log_std)
+        c = self.continuous
+        u = torch.atanh(action[..., c].clamp(-1.0 + edge, 1.0 - edge))
+        bounds = torch.where(action[..., self.binary] > 0, 1.0, -1.0)
+        return self._log_prob(u, mean[..., c], log_std[..., c]) + F.logsigmoid(bounds * mean[..., self.binary]).sum(-1)
+
+    def snap(self, action: Tensor) -> Tensor:
+        """Actions [..., A] with each binary element moved to the bound on its side of 0 (as is without any):
+        what the actor's binary elements mean, applied to recorded or uniformly drawn commands."""
+        if not self.binary:
+            return action
+        return torch.where(self.binary_mask, torch.where(action > 0, 1.0, -1.0), action)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ class ObservationSpec:
     action: str = "action"
     action_low: list[float] = field(default_factory=list)
     action_high: list[float] = field(default_factory=list)
+    action_names: list[str] = field(default_factory=list)  # the command's element names (robot command_spec), if known
 
     @property
     def state_dim(self) -> int:
@@ -45,7 +46,7 @@ class ObservationSpec:
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "mean": self.mean, "std": self.std, "images": self.images,
                 "embeddings": self.embeddings, "action": self.action,
-                "action_low": self.action_low, "action_high": self.action_high}
+                "action_low": self.action_low, "action_high": self.action_high, "action_names": self.action_names}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ObservationSpec:
@@ -134,10 +135,12 @@ def build_spec(ds: Dataset, observations: list[str], images: list[str],
         mean += values.mean(0).astype(np.float64).tolist()
         std += np.maximum(values.std(0).astype(np.float64), MIN_STD).tolist()
     low, high = action_bounds(ds)
+    command_names = [str(n) for n in (ds.robot.get("command_spec") or {}).get("names") or []]
     return ObservationSpec(
         state={name: list(ds.features[name].shape) for name in names}, mean=mean, std=std,
         images=image_features(ds, [i for i in images if i not in (embeddings or {})]),
         embeddings=embedding_info, action_low=low, action_high=high,
+        action_names=command_names if len(command_names) == len(low) else [],
     )
 
 

@@ -17,6 +17,16 @@ Options from the authors' code for hard, sparse tasks (all off by default, which
 - clip_diff_min/max: each per-sample term (logsumexp - Q_data) is clipped before the batch mean.
 - lagrange_gap (CQL-Lagrange): alpha * penalty becomes alpha' * alpha * (penalty - gap), and alpha' >= 0
   rises while the penalty exceeds the gap:  L(alpha') = -alpha' * alpha * (penalty - gap).
+
+binary_actions (ours, for grippers; not in the paper, whose tasks have none): those command elements are
+open/close choices. The actor is a Bernoulli over their bounds {-1, +1} (a tanh-Gaussian in the others),
+and its loss takes the expectation over their modes exactly,
+    L(pi) = E_u [ sum_m pi(m|s) (alpha_ent log pi(a_u,m|s) - min_i Q_i(s, (a_u, m))) ],
+so an element moves by the difference of Q between open and closed, not by dQ/da, which cannot cross
+a valley between them (on Lift every CQL critic has one and a Gaussian gripper never closes:
+docs/results.md). The data's commands and the uniform samples are snapped to the bound on their side
+of 0 (uniform over the two bounds: still density 0.5 per element), so the critic is asked about the
+policy's action space only.
 """
 
 from __future__ import annotations
@@ -26,8 +36,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from robot_stack.errors import LearnError
 from robot_stack.learn.algorithms.base import Algorithm, frozen_copy
 from robot_stack.learn.networks import QEnsemble, TanhGaussianActor, soft_update
+from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
 
 
@@ -58,17 +70,37 @@ class Temperature(nn.Module):
         return self.log_alpha.exp()
 
 
+def binary_indices(elements: list[str | int], spec: ObservationSpec) -> list[int]:
+    """Indices of the command elements named (robot command_spec names) or numbered in `elements`."""
+    indices = []
+    for element in elements:
+        key = str(element)
+        if key in spec.action_names:
+            indices.append(spec.action_names.index(key))
+        elif key.isdigit() and int(key) < spec.action_dim:
+            indices.append(int(key))
+        else:
+            known = (f"its elements are {spec.action_names}" if spec.action_names
+                     else f"the dataset names none of its {spec.action_dim} elements: give indices 0..{spec.action_dim - 1}")
+            raise LearnError(f"algorithm.binary_actions: {key!r} is not an element of the command ({known})")
+    if len(set(indices)) != len(indices):
+        raise LearnError(f"algorithm.binary_actions {elements} names an element twice")
+    return indices
+
+
 class CQL(Algorithm):
     name = "cql"
 
     def __init__(self, spec, config, device) -> None:
         super().__init__(spec, config, device)
         c = self.config
-        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.hidden_dims).to(self.device)
+        binary = binary_indices(c.binary_actions, self.spec)
+        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.hidden_dims, binary=binary).to(self.device)
         self.critic = QEnsemble(self.obs_dim, self.action_dim, self.hidden_dims, c.n_critics).to(self.device)
         self.critic_target = frozen_copy(self.critic)
         self.temperature = Temperature().to(self.device)
-        self.target_entropy = -float(self.action_dim) if c.target_entropy is None else float(c.target_entropy)
+        # SAC's -dim(A), over the Gaussian elements (a Bernoulli's entropy is within [0, log 2] anyway).
+        self.target_entropy = -float(self.action_dim - len(binary)) if c.target_entropy is None else float(c.target_entropy)
         self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
         self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
         self.temperature_optimizer = self.adam(self.temperature.parameters(), c.alpha_lr)
@@ -83,13 +115,18 @@ class CQL(Algorithm):
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config
         obs = self.encode(batch.obs)
+        data_action = self.actor.snap(batch.action)  # binary elements at their bound (as is without any)
         batch_size, n, dim = batch.action.shape[0], c.n_actions, self.action_dim
 
-        # Actor and entropy temperature (SAC), on features the critic's loss will not see twice.
+        # Actor and entropy temperature (SAC), on features the critic's loss will not see twice; exact
+        # expectation over the modes of the binary elements (one mode, probability 1, without any).
         features = obs.detach()
-        pi, log_pi = self.actor.sample(features)
+        pi, log_pis, mode_probability = self.actor.sample_modes(features)  # [M, B, A], [M, B], [M, B]
+        modes = pi.shape[0]
+        q_pi = self.critic(features.repeat(modes, 1), pi.reshape(modes * batch_size, dim)).min(dim=0).values
         alpha_ent = self.temperature().detach()
-        actor_loss = (alpha_ent * log_pi - self.critic(features, pi).min(dim=0).values).mean()
+        actor_loss = (mode_probability * (alpha_ent * log_pis - q_pi.view(modes, batch_size))).sum(0).mean()
+        log_pi = (mode_probability * log_pis).sum(0)  # E_m log pi: minus the policy's entropy estimate
         if c.bc_steps > 0:
             bc_loss = (alpha_ent * log_pi - self.actor.log_prob(features, batch.action)).mean()
             actor_loss = torch.lerp(actor_loss, bc_loss, self.bc_weight)
@@ -117,14 +154,14 @@ class CQL(Algorithm):
             target = batch.reward + batch.discount * (1.0 - batch.terminal) * next_q
             # N actions per state: uniform in [-1, 1]^A, and the policy's at s and at s' (evaluated at s).
             repeated_obs = features.repeat_interleave(n, dim=0)
-            random_action = torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0
+            random_action = self.actor.snap(torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0)
             pi_action, pi_log = self.actor.sample(repeated_obs)
             next_pi_action, next_pi_log = self.actor.sample(repeated_next)
             log_density = torch.cat([
                 torch.full((batch_size, n), dim * math.log(0.5), device=obs.device),
                 pi_log.view(batch_size, n), next_pi_log.view(batch_size, n)], dim=1)
 
-        q = self.critic(obs, batch.action)
+        q = self.critic(obs, data_action)
         td_loss = ((q - target) ** 2).mean(dim=1)  # the authors' MSE, no 1/2: alpha weighs the penalty against it
         obs_n = obs.repeat_interleave(n, dim=0)
         sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
