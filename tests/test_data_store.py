@@ -513,6 +513,9 @@ def test_n_step_returns_match_hand_computed_values(tmp_path):
     np.testing.assert_allclose(got.discount, [g**2, g**2, g, g**2, g])
     assert got.terminal.tolist() == [False, True, True, False, False]
     assert got.timeout.tolist() == [False, False, False, True, True]
+    # The data's own return to its episode's end (1-step rewards whatever n is, nothing past a timeout).
+    np.testing.assert_allclose(got.return_to_go, [r[1] + g * r[2] + g**2 * r[3], r[2] + g * r[3], r[3],
+                                                  r[5] + g * r[6], r[6]], rtol=1e-6)
     with pytest.raises(DatasetError, match="unknown reward source 'dense'"):
         transition_index(ds, "dense")
 

@@ -266,11 +266,18 @@ def tanh_gaussian(actor: nn.Module, obs: Tensor, eps: Tensor) -> tuple[Tensor, T
     return torch.tanh(u), Normal(mean, std).log_prob(u).sum(-1) - torch.log(1 - torch.tanh(u) ** 2).sum(-1)
 
 
-@pytest.mark.parametrize("temperature, backup_entropy", [(1.0, False), (2.0, True)])
-def test_cql_update_returns_the_paper_losses_with_the_same_sampled_actions(temperature, backup_entropy):
+@pytest.mark.parametrize("temperature, backup_entropy, calibrated", [(1.0, False, False), (2.0, True, False),
+                                                                   (1.0, False, True)])
+def test_cql_update_returns_the_paper_losses_with_the_same_sampled_actions(temperature, backup_entropy, calibrated):
+    """calibrated (Cal-QL): the policy's actions enter the penalty as max(Q, the data's return-to-go)."""
     n = 3
-    algo = make_algorithm("cql", n_actions=n, temperature=temperature, backup_entropy=backup_entropy)
+    algo = make_algorithm("cql", n_actions=n, temperature=temperature, backup_entropy=backup_entropy,
+                          calibrated=calibrated)
     batch, c = tiny_batch(), algo.config
+    # Returns-to-go around the policy actions' Q (|Q| < 1 here): some states' bounds bind, others' do not.
+    batch.return_to_go = torch.tensor([5.0, -5.0, 0.05, -0.05, 0.2, -10.0])
+    bound = batch.return_to_go.double() if calibrated else torch.full((BATCH,), -math.inf, dtype=torch.float64)
+    lifted = []
     move_targets_away(algo)
     actor, critic, critic_target = (f64(m) for m in (algo.actor, algo.critic, algo.critic_target))
     old_target, alpha_ent = parameters(algo.critic_target), algo.temperature().item()
@@ -313,7 +320,10 @@ def test_cql_update_returns_the_paper_losses_with_the_same_sampled_actions(tempe
         log_density = torch.cat([torch.full((n,), ACTION_DIM * math.log(0.5), dtype=torch.float64), pi_log, next_pi_log])
         for i in range(c.n_critics):
             q = member_q(critic, i, s[b].expand(3 * n, 3), actions)
+            q = torch.cat([q[:n], torch.maximum(q[n:], bound[b])])  # the uniform actions are never lifted
+            lifted += (q[n:] == bound[b]).tolist()
             penalty[i] += (temperature * torch.logsumexp((q - log_density) / temperature, 0) - q_data[i, b]) / BATCH
+    assert (0 < sum(lifted) < len(lifted)) == calibrated, "some, not all, policy actions are lifted to their bound"
     critic_loss = (td + c.alpha * penalty).sum()
 
     assert_loss(losses["td_loss"], td.mean())

@@ -320,9 +320,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
     # CQL's actor warm-start ends half-way (a tensor weight, not a branch) and alpha' is tuned (Lagrange).
     ("cql", {"algorithm.bc_steps": 3, "algorithm.lagrange_gap": 1.0, "algorithm.n_actions": 2},
      ("critic", "actor", "alpha_prime")),
-    # A binary element (Bernoulli draws, the actor's expectation over both bounds) with the max backup.
-    ("cql", {"algorithm.binary_actions": "dy", "algorithm.max_target_backup": True, "algorithm.n_actions": 2},
-     ("critic", "actor")),
+    # A binary element (Bernoulli draws, the actor's expectation over both bounds), the max backup, and
+    # Cal-QL's bound (the replay's return-to-go inside the step).
+    ("cql", {"algorithm.binary_actions": "dy", "algorithm.max_target_backup": True, "algorithm.calibrated": True,
+             "algorithm.n_actions": 2}, ("critic", "actor")),
 ])
 def test_the_compiled_step_computes_what_the_eager_step_does(reach_mixed, tmp_path, algo, options, modules, device):
     """compile: on (the CUDA default): the same updates as eager, schedules included (CUDA graphs off here:

@@ -13,6 +13,8 @@ The rules (docs/dataset.md, "Samplers"):
 - n-step: k = min(n, frames left after t); reward = sum_{i<k} gamma^i r_{t+1+i}; next_obs = obs_{t+k};
   discount = gamma^k; terminal / timeout say whether t + k is the episode's last frame (as above). The
   target is reward + discount * (1 - terminal) * V(next_obs).
+- return_to_go of transition t is the data's own discounted return from there to the episode's end,
+  sum_{i >= 0} gamma^i r_{t+1+i} (1-step rewards whatever n is; not bootstrapped past a timeout).
 - Windows of `length` frames start at every frame of every episode; frames past the episode's last
   repeat the last frame and are marked invalid (valid[i, j] False).
 
@@ -64,6 +66,18 @@ class TransitionIndex:
     terminal: np.ndarray  # bool
     timeout: np.ndarray  # bool
     episode: np.ndarray  # int64
+    return_to_go: np.ndarray  # float32, the data's discounted return from the transition to its episode's end
+
+
+def return_to_go(ds: Dataset, r_frame: np.ndarray, gamma: float) -> np.ndarray:
+    """float64 [n_frames]: at frame f, sum_{i >= 0} gamma^i r_{f+1+i} over the rest of f's episode (0 at its last)."""
+    out = np.zeros(ds.n_frames, np.float64)
+    for start, end in zip(ds.episode_starts, ds.episode_ends):
+        running = 0.0
+        for f in range(end - 2, start - 1, -1):
+            running = r_frame[f + 1] + gamma * running
+            out[f] = running
+    return out
 
 
 def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamma: float = 0.99) -> TransitionIndex:
@@ -87,6 +101,7 @@ def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamm
         frame=frame, next_frame=next_frame, reward=total.astype(np.float32),
         discount=(gamma ** k.astype(np.float64)).astype(np.float32),
         terminal=ends_here & succeeded, timeout=ends_here & ~succeeded, episode=episode,
+        return_to_go=return_to_go(ds, r_frame, gamma)[frame].astype(np.float32),
     )
 
 

@@ -77,6 +77,8 @@ class CQLConfig:
     clip_diff_max: float | None = None  # ... and from above
     lagrange_gap: float | None = None  # CQL-Lagrange: tune alpha' so the penalty stays at this gap (None: fixed alpha)
     alpha_prime_lr: float = 3e-4  # learning rate of log alpha' (CQL-Lagrange)
+    # Cal-QL (Nakamoto et al. 2023): the penalty never pushes Q(s, a ~ pi) below the data's return-to-go at s.
+    calibrated: bool = False
     # Command elements (names from the robot's command_spec, or indices) that act as open/close, e.g. [gripper]:
     # the actor is a Bernoulli over their bounds and the critic sees them at a bound (see TanhGaussianActor).
     binary_actions: list[str] = field(default_factory=list)

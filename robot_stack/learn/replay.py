@@ -23,7 +23,8 @@ from robot_stack.learn.observations import ObservationSpec
 @dataclass
 class Batch:
     """A batch of transitions. obs/next_obs: {"state": float32 [B, D], "image.<cam>": uint8 [B, H, W, 3]};
-    action float32 [B, A] in [-1, 1]; reward, discount (gamma**k), terminal (1.0 = no bootstrap) float32 [B]."""
+    action float32 [B, A] in [-1, 1]; reward, discount (gamma**k), terminal (1.0 = no bootstrap) float32 [B];
+    return_to_go float32 [B]: the data's discounted return from obs to its episode's end (Cal-QL's bound)."""
 
     obs: dict[str, Tensor]
     action: Tensor
@@ -31,18 +32,20 @@ class Batch:
     next_obs: dict[str, Tensor]
     discount: Tensor
     terminal: Tensor
+    return_to_go: Tensor | None = None
 
 
 class ReplayBuffer:
     """Frames and transitions resident on one device; `sample(batch_size)` returns a Batch."""
 
     def __init__(self, frames: dict[str, Tensor], action: Tensor, frame: Tensor, next_frame: Tensor,
-                 reward: Tensor, discount: Tensor, terminal: Tensor) -> None:
+                 reward: Tensor, discount: Tensor, terminal: Tensor, return_to_go: Tensor | None = None) -> None:
         if len(frame) == 0:
             raise LearnError("the dataset has no transitions (every episode is a single frame?)")
         self.frames, self.action = frames, action
         self.frame, self.next_frame = frame, next_frame
         self.reward, self.discount, self.terminal = reward, discount, terminal
+        self.return_to_go = torch.zeros_like(reward) if return_to_go is None else return_to_go
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -65,6 +68,7 @@ class ReplayBuffer:
             next_obs={name: values[next_frame] for name, values in self.frames.items()},
             discount=self.discount[index],
             terminal=self.terminal[index],
+            return_to_go=self.return_to_go[index],
         )
 
     def reward_stats(self) -> dict[str, float]:
@@ -102,10 +106,11 @@ def build_replay(ds: Dataset, spec: ObservationSpec, reward: str, *, n_step: int
         frames[name] = torch.as_tensor(ds.frames(name), device=device)
     action = torch.as_tensor(spec.scale(ds.frames(spec.action).reshape(ds.n_frames, -1)), device=device)
     rewards = np.zeros_like(index.reward) if reward == "none" else index.reward
+    returns = np.zeros_like(index.return_to_go) if reward == "none" else index.return_to_go
 
     def tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
         return torch.as_tensor(np.asarray(values), device=device).to(dtype)
 
     return ReplayBuffer(frames, action, tensor(index.frame, torch.int64), tensor(index.next_frame, torch.int64),
                         tensor(rewards, torch.float32), tensor(index.discount, torch.float32),
-                        tensor(index.terminal, torch.float32))
+                        tensor(index.terminal, torch.float32), tensor(returns, torch.float32))

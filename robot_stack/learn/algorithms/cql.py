@@ -15,6 +15,9 @@ Options from the authors' code for hard, sparse tasks (all off by default, which
   so the first targets use in-data actions instead of an untrained policy's.
 - max_target_backup: y = r + gamma^k (1 - terminal) max_j min_i Q_targ_i(s', a'_j), a'_j ~ pi(.|s'), j = 1..N.
 - clip_diff_min/max: each per-sample term (logsumexp - Q_data) is clipped before the batch mean.
+- calibrated (Cal-QL, Nakamoto et al. 2023): in the penalty the policy's actions count with
+  max(Q_i(s, a), R(s)), R(s) the data's discounted return-to-go from s, so Q is never pushed below the
+  value of the policy that collected the data (the uniform actions are left as they are).
 - lagrange_gap (CQL-Lagrange): alpha * penalty becomes alpha' * alpha * (penalty - gap), and alpha' >= 0
   rises while the penalty exceeds the gap:  L(alpha') = -alpha' * alpha * (penalty - gap).
 
@@ -167,6 +170,8 @@ class CQL(Algorithm):
         sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
         q_sampled = self.critic(obs_n.repeat(3, 1), sampled)  # [E, 3 * B * N], blocks of B * N
         q_sampled = q_sampled.view(-1, 3, batch_size, n).permute(0, 2, 1, 3).reshape(-1, batch_size, 3 * n)
+        if c.calibrated:  # the policy's 2n actions at each state: no lower than the data's return from there
+            q_sampled = torch.cat([q_sampled[..., :n], torch.maximum(q_sampled[..., n:], batch.return_to_go[None, :, None])], -1)
         penalty = cql_penalty(q_sampled, log_density, q, c.temperature, c.clip_diff_min, c.clip_diff_max)
         metrics: dict[str, Tensor] = {}
         if c.lagrange_gap is None:
