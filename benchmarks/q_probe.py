@@ -69,34 +69,26 @@ def probe(run: Path, checkpoint: str, frames: dict[tuple[int, int], dict]) -> li
     return rows
 
 
-def return_to_go(reward: np.ndarray, gamma: float) -> np.ndarray:
-    """Discounted sum of the rewards from each frame to the end of its episode."""
-    out = np.zeros(len(reward))
-    running = 0.0
-    for t in range(len(reward) - 1, -1, -1):
-        running = reward[t] + gamma * running
-        out[t] = running
-    return out
-
-
 def values_by_outcome(run: Path, checkpoint: str, ds) -> dict[str, dict[str, float]]:
     """Mean critic value on the data's (s, a) and mean discounted return-to-go, over successful / failed episodes."""
     import torch
 
+    from robot_stack.data.sampling import frame_rewards, return_to_go
     from robot_stack.learn.trainer import load_policy
 
     algorithm, spec, config = load_policy(run if checkpoint == "latest" else run / "checkpoints" / checkpoint)
+    returns = return_to_go(ds, frame_rewards(ds, "feature:sim_reward"), config.gamma)  # what Q(s_t, a_t) estimates
     snap = getattr(algorithm.actor, "snap", lambda action: action)  # CQL's binary elements at their bound
     sums = {outcome: {"q": 0.0, "return_to_go": 0.0, "frames": 0} for outcome in ("success", "fail")}
     for index in range(ds.n_episodes):
-        episode = ds.episode(index)
+        episode, frames = ds.episode(index), ds.episode_slice(index)
         obs = {"state": torch.as_tensor(spec.state_from({name: episode[name] for name in spec.state}, None))}
         action = torch.as_tensor(spec.scale(np.asarray(episode[spec.action])))
         with torch.no_grad():
             q = algorithm.critic(algorithm.encode(obs, augment=False), snap(action)).min(dim=0).values
         row = sums["success" if ds.episode_info(index).success else "fail"]
         row["q"] += float(q.sum())
-        row["return_to_go"] += float(return_to_go(np.asarray(episode["sim_reward"], np.float64), config.gamma).sum())
+        row["return_to_go"] += float(returns[frames].sum())
         row["frames"] += len(q)
     return {outcome: {"frames": row["frames"], "mean_q": round(row["q"] / max(row["frames"], 1), 2),
                       "mean_return_to_go": round(row["return_to_go"] / max(row["frames"], 1), 2)}
