@@ -47,13 +47,11 @@ def grasp_steps(ds, episodes: int) -> list[tuple[int, int]]:
     return found
 
 
-def probe(run: Path, checkpoint: str, frames: dict[tuple[int, int], dict]) -> list[dict]:
-    """frames: (episode, step) -> that frame's features (read once for every run)."""
+def probe(policy, frames: dict[tuple[int, int], dict]) -> list[dict]:
+    """policy: load_policy's (algorithm, spec, config); frames: (episode, step) -> that frame's features."""
     import torch
 
-    from robot_stack.learn.trainer import load_policy
-
-    algorithm, spec, _ = load_policy(run if checkpoint == "latest" else run / "checkpoints" / checkpoint)
+    algorithm, spec, _ = policy
     rows = []
     for (episode_index, step), frame in frames.items():
         values = {name: frame[name] for name in spec.state}
@@ -69,30 +67,25 @@ def probe(run: Path, checkpoint: str, frames: dict[tuple[int, int], dict]) -> li
     return rows
 
 
-def values_by_outcome(run: Path, checkpoint: str, ds) -> dict[str, dict[str, float]]:
-    """Mean critic value on the data's (s, a) and mean discounted return-to-go, over successful / failed episodes."""
+def values_by_outcome(policy, ds, data: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean critic value on the data's (s, a) and mean discounted return-to-go, over successful / failed episodes.
+
+    data: every frame of the features the policies read, {name: [n_frames, ...]}, read once for all runs."""
     import torch
 
     from robot_stack.data.sampling import frame_rewards, return_to_go
-    from robot_stack.learn.trainer import load_policy
 
-    algorithm, spec, config = load_policy(run if checkpoint == "latest" else run / "checkpoints" / checkpoint)
+    algorithm, spec, config = policy
     returns = return_to_go(ds, frame_rewards(ds, "feature:sim_reward"), config.gamma)  # what Q(s_t, a_t) estimates
     snap = getattr(algorithm.actor, "snap", lambda action: action)  # CQL's binary elements at their bound
-    sums = {outcome: {"q": 0.0, "return_to_go": 0.0, "frames": 0} for outcome in ("success", "fail")}
-    for index in range(ds.n_episodes):
-        episode, frames = ds.episode(index), ds.episode_slice(index)
-        obs = {"state": torch.as_tensor(spec.state_from({name: episode[name] for name in spec.state}, None))}
-        action = torch.as_tensor(spec.scale(np.asarray(episode[spec.action])))
-        with torch.no_grad():
-            q = algorithm.critic(algorithm.encode(obs, augment=False), snap(action)).min(dim=0).values
-        row = sums["success" if ds.episode_info(index).success else "fail"]
-        row["q"] += float(q.sum())
-        row["return_to_go"] += float(returns[frames].sum())
-        row["frames"] += len(q)
-    return {outcome: {"frames": row["frames"], "mean_q": round(row["q"] / max(row["frames"], 1), 2),
-                      "mean_return_to_go": round(row["return_to_go"] / max(row["frames"], 1), 2)}
-            for outcome, row in sums.items()}
+    obs = {"state": torch.as_tensor(spec.state_from({name: data[name] for name in spec.state}, None))}
+    action = torch.as_tensor(spec.scale(data[spec.action]))
+    with torch.no_grad():
+        q = algorithm.critic(algorithm.encode(obs, augment=False), snap(action)).min(dim=0).values.double().numpy()
+    succeeded = np.repeat(ds.success == 1, ds.episode_ends - ds.episode_starts)  # per frame
+    return {outcome: {"frames": int(mask.sum()), "mean_q": round(float(q[mask].mean()), 2),
+                      "mean_return_to_go": round(float(returns[mask].mean()), 2)}
+            for outcome, mask in (("success", succeeded), ("fail", ~succeeded)) if mask.any()}
 
 
 def main() -> None:
@@ -115,15 +108,23 @@ def main() -> None:
     result = {"benchmark": "q_probe", "dataset": args.dataset, "gripper_values": SWEEP.round(3).tolist(),
               "command": "python benchmarks/q_probe.py " + " ".join(sys.argv[1:]), "runs": {},
               **machine(["torch"]), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    from robot_stack.learn.trainer import load_policy
+
+    data: dict[str, np.ndarray] = {}  # every frame of the features the runs read, for values_by_outcome
     for run in args.runs:
-        rows = probe(run, args.checkpoint, frames)
+        policy = load_policy(run if args.checkpoint == "latest" else run / "checkpoints" / args.checkpoint)
+        rows = probe(policy, frames)
         result["runs"][str(run)] = rows
         print(f"\n{run} ({args.checkpoint}): Q(s, policy action with gripper g), g = " + " ".join(f"{g:+.2f}" for g in SWEEP))
         for row in rows:
             print(f"  episode {row['episode']:3d} step {row['step']:3d}  policy gripper {row['policy_gripper']:+.2f}  "
                   + " ".join(f"{v:6.1f}" for v in row["q_over_gripper"]))
         if "sim_reward" in ds.features:
-            values = values_by_outcome(run, args.checkpoint, ds)
+            spec = policy[1]
+            for name in [*spec.state, spec.action]:
+                if name not in data:
+                    data[name] = ds.frames(name).reshape(ds.n_frames, -1)
+            values = values_by_outcome(policy, ds, data)
             result.setdefault("values_by_outcome", {})[str(run)] = values
             print("  data's (s, a): " + ", ".join(f"{outcome} episodes mean Q {v['mean_q']:.1f} "
                                                   f"(return-to-go {v['mean_return_to_go']:.1f})" for outcome, v in values.items()))

@@ -137,9 +137,7 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         mean, _ = self.net(obs).chunk(2, dim=-1)
-        if not self.binary:
-            return torch.tanh(mean)
-        return torch.where(self.binary_mask, torch.where(mean > 0, 1.0, -1.0), torch.tanh(mean))
+        return self.snap(torch.tanh(mean))  # tanh keeps the logit's sign: a binary element's likelier bound
 
     def _distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
@@ -200,7 +198,7 @@ class TanhGaussianActor(nn.Module):
             return self._log_prob(torch.atanh(action.clamp(-1.0 + edge, 1.0 - edge)), mean, log_std)
         c = self.continuous
         u = torch.atanh(action[..., c].clamp(-1.0 + edge, 1.0 - edge))
-        bounds = torch.where(action[..., self.binary] > 0, 1.0, -1.0)
+        bounds = _bound(action[..., self.binary])
         return self._log_prob(u, mean[..., c], log_std[..., c]) + F.logsigmoid(bounds * mean[..., self.binary]).sum(-1)
 
     def snap(self, action: Tensor) -> Tensor:
@@ -208,7 +206,12 @@ class TanhGaussianActor(nn.Module):
         what the actor's binary elements mean, applied to recorded or uniformly drawn commands."""
         if not self.binary:
             return action
-        return torch.where(self.binary_mask, torch.where(action > 0, 1.0, -1.0), action)
+        return torch.where(self.binary_mask, _bound(action), action)
+
+
+def _bound(x: Tensor) -> Tensor:
+    """The bound (+1 or -1) on each value's side of 0 (0 itself: -1)."""
+    return torch.where(x > 0, 1.0, -1.0)
 
 
 @torch.no_grad()

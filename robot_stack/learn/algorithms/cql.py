@@ -126,7 +126,8 @@ class CQL(Algorithm):
         features = obs.detach()
         pi, log_pis, mode_probability = self.actor.sample_modes(features)  # [M, B, A], [M, B], [M, B]
         modes = pi.shape[0]
-        q_pi = self.critic(features.repeat(modes, 1), pi.reshape(modes * batch_size, dim)).min(dim=0).values
+        every_mode = features.expand(modes, *features.shape).reshape(modes * batch_size, -1)  # a view for one mode
+        q_pi = self.critic(every_mode, pi.reshape(modes * batch_size, dim)).min(dim=0).values
         alpha_ent = self.temperature().detach()
         actor_loss = (mode_probability * (alpha_ent * log_pis - q_pi.view(modes, batch_size))).sum(0).mean()
         log_pi = (mode_probability * log_pis).sum(0)  # E_m log pi: minus the policy's entropy estimate
