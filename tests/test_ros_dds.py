@@ -56,9 +56,12 @@ def test_two_processes_talk_with_each_qos_profile(profile):
 
 
 def test_reliable_delivers_all_of_1000_messages():
+    # Reliable is "every sample reaches the reader's history"; a KEEP_LAST reader still overwrites samples it
+    # has not taken yet once it is `depth` behind (a 50 ms stall of the subscriber at 2 kHz with depth 100
+    # lost 5 in CI). The reader's history holds the whole burst, so any loss here is the protocol's.
     published, received = exchange(
         ["--qos", "default", "--depth", "100", "--count", "1000", "--rate", "2000"],
-        ["--qos", "default", "--depth", "100", "--count", "1000", "--timeout", "20"],
+        ["--qos", "default", "--depth", "1000", "--count", "1000", "--timeout", "20"],
     )
     assert received["indices"] == list(range(1000))
 
