@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.data.store import TIMESTAMP, Dataset, DatasetSchema, DatasetWriter, FeatureSpec, recover
+from robot_stack.data import TIMESTAMP, Dataset, DatasetSchema, DatasetWriter, FeatureSpec, recover
 from robot_stack.errors import DatasetError, RobotStackError, RosError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"

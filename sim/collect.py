@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_stack.data import Dataset, DatasetSchema, DatasetWriter, FeatureSpec
-from robot_stack.data.store import TIMESTAMP
+from robot_stack.data import TIMESTAMP
 from robot_stack.errors import RobotStackError, SimError
 from robot_stack.record import IMAGE_TYPE, STALE_PREFIX, FeatureSource, load_config
 from robot_stack.sim.experts import EXPERTS, SKILLS, make_expert

@@ -6,6 +6,7 @@ Recorders write with DatasetWriter; everything downstream reads with Dataset.ope
 
 from robot_stack.data.merge import merge, select_episodes, split
 from robot_stack.data.store import (
+    TIMESTAMP,
     Dataset,
     DatasetSchema,
     DatasetWriter,
@@ -20,6 +21,6 @@ from robot_stack.data.store import (
 
 # robot_stack.data.sampling (numpy) and robot_stack.data.loader (needs torch) are imported by name.
 __all__ = [
-    "Dataset", "DatasetSchema", "DatasetWriter", "EpisodeInfo", "FeatureSpec", "FrameView", "Labels",
+    "TIMESTAMP", "Dataset", "DatasetSchema", "DatasetWriter", "EpisodeInfo", "FeatureSpec", "FrameView", "Labels",
     "RecoverResult", "merge", "recover", "select_episodes", "split", "validate",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.data.store import Dataset
+from robot_stack.data import Dataset
 from robot_stack.errors import LearnError
 
 MIN_STD = 1e-3  # a constant feature (a quaternion that never turns) is centred, not blown up

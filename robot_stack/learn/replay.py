@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from robot_stack.data.sampling import transition_index
-from robot_stack.data.store import Dataset
+from robot_stack.data import Dataset
 from robot_stack.errors import LearnError
 from robot_stack.learn.observations import ObservationSpec
 

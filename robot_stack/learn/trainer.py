@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from robot_stack import __version__
-from robot_stack.data.store import Dataset
+from robot_stack.data import Dataset
 from robot_stack.errors import DatasetError, LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm
