@@ -262,7 +262,7 @@ class EagerCQL:
         critic_loss = 0.0
         for q in self.critics:
             q_data = q(torch.cat([state, action], 1)).squeeze(-1)
-            td_loss = 0.5 * F.mse_loss(q_data, target_q)
+            td_loss = F.mse_loss(q_data, target_q)  # the trainer's full MSE (the authors' nn.MSELoss), no 1/2
             q_rand = q(torch.cat([repeated_state, random_action], 1)).view(batch_size, n)
             q_pi = q(torch.cat([repeated_state, pi_action], 1)).view(batch_size, n)
             q_next = q(torch.cat([repeated_state, next_pi_action], 1)).view(batch_size, n)
