@@ -1,4 +1,8 @@
-"""Entry point of ``robot-stack``: dispatches to the subcommand modules listed in SUBCOMMANDS."""
+"""Entry point of ``robot-stack``: dispatches to the subcommand modules listed in SUBCOMMANDS.
+
+Exit status: 0 done, 2 a user error (one line on stderr), 130 Ctrl-C, and BROKEN_PIPE_STATUS when the
+reader of stdout went away (``robot-stack ... | head``): quietly, no traceback.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BROKEN_PIPE_STATUS = 141
+"""128 + SIGPIPE: what a shell reports for a coreutils command whose reader closed the pipe (`yes | head`)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            # Flush here, where a closed pipe can be caught, rather than at interpreter exit where it cannot.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        from robot_stack.launch.supervisor import silence
+
+        silence(sys.stdout)  # the exit-time flush of what is still buffered now goes to /dev/null
+        return BROKEN_PIPE_STATUS
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -394,15 +394,13 @@ def echo(args: argparse.Namespace) -> int:
 
         node.create_subscription(type_name, topic, on_message, profile)
         deadline = start + args.timeout if args.timeout is not None and wanted is not None else None
-        try:
-            while ros.ok():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RosError(f"{printed} of {wanted} message(s) on '{topic}' within {args.timeout:g} s "
-                                   f"({len(publishers)} publisher(s) known)")
-                ros.spin_once(node, timeout_sec=left)
-        except BrokenPipeError:
-            _quiet_stdout()  # `echo ... | head` closed the pipe: that is a normal end
+        # `echo ... | head` closing the pipe ends echo through BrokenPipeError, handled at the entry point.
+        while ros.ok():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RosError(f"{printed} of {wanted} message(s) on '{topic}' within {args.timeout:g} s "
+                               f"({len(publishers)} publisher(s) known)")
+            ros.spin_once(node, timeout_sec=left)
     return 0
 
 
@@ -644,22 +642,19 @@ def hz(args: argparse.Namespace) -> int:
         start = time.monotonic()
         next_report = start + 1.0
         end = None if args.duration is None else start + args.duration
-        try:
-            while ros.ok():
-                now = time.monotonic()
-                if now >= next_report:
-                    next_report += 1.0
-                    if state["received"] == state["reported"]:
-                        print("no new messages", flush=True)
-                    elif len(arrivals) >= 2:
-                        print(_rate_report(arrivals), flush=True)
-                    state["reported"] = state["received"]
-                if end is not None and now >= end:
-                    break
-                wake = next_report if end is None else min(next_report, end)
-                ros.spin_once(node, timeout_sec=max(0.0, wake - time.monotonic()))
-        except BrokenPipeError:
-            _quiet_stdout()
+        while ros.ok():
+            now = time.monotonic()
+            if now >= next_report:
+                next_report += 1.0
+                if state["received"] == state["reported"]:
+                    print("no new messages", flush=True)
+                elif len(arrivals) >= 2:
+                    print(_rate_report(arrivals), flush=True)
+                state["reported"] = state["received"]
+            if end is not None and now >= end:
+                break
+            wake = next_report if end is None else min(next_report, end)
+            ros.spin_once(node, timeout_sec=max(0.0, wake - time.monotonic()))
         if args.duration is not None and ros.ok() and state["received"] == 0:
             raise RosError(f"no message on '{topic}' in {args.duration:g} s")
     return 0
@@ -679,10 +674,3 @@ def _rate_report(arrivals: deque) -> str:
 
 def _warn(text: str) -> None:
     print(f"robot-stack topic: warning: {text}", file=sys.stderr, flush=True)
-
-
-def _quiet_stdout() -> None:
-    # The reader went away: point stdout at /dev/null so the exit-time flush does not complain.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
