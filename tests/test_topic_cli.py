@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -181,6 +182,61 @@ def test_echo_of_a_topic_without_publisher_names_it_and_the_topics_that_exist(ar
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "'/no_such_topic'" in line and "/joint_states" in line and "Traceback" not in line
+
+
+def first_stderr_line(process: subprocess.Popen, within_s: float = 30) -> str:
+    """The first line of robot-stack's own that the process writes to stderr (not the DDS layer's log lines);
+    "" if it wrote none within ``within_s`` (then it is stopped)."""
+    timer = threading.Timer(within_s, process.send_signal, (signal.SIGINT,))
+    timer.start()
+    try:
+        while line := process.stderr.readline():
+            if line.startswith("robot-stack topic:"):
+                return line
+        return ""
+    finally:
+        timer.cancel()
+
+
+def test_typed_echo_without_a_publisher_says_it_is_waiting_for_one_in_its_domain():
+    env = loopback_env()
+    echo = start_topic(["echo", "/nobody_here", "std_msgs/msg/String"], env)
+    line = first_stderr_line(echo)
+    assert echo.poll() is None, line  # still waiting: this is a notice, not the end
+    assert "warning: no publisher on '/nobody_here'" in line and f"ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}" in line
+    assert "waiting for one that publishes std_msgs/msg/String" in line
+    out, err = stop(echo)
+    assert echo.returncode == 0 and out == "" and "Traceback" not in err
+
+
+def test_typed_echo_names_the_other_type_a_late_publisher_sends(monkeypatch):
+    from robot_stack import ros
+    from robot_stack.ros.context import default_context
+
+    env = loopback_env()
+    for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROBOT_STACK_DDS_TAG", "ROBOT_STACK_ROS_BACKEND"):
+        monkeypatch.setenv(key, env[key])
+    # Both QoS given: echo subscribes without waiting for a publisher.
+    echo = start_topic(["echo", "/chatter", "std_msgs/msg/String", "--qos-reliability", "best_effort",
+                        "--qos-durability", "volatile"], env)
+    ros.init([])
+    try:
+        ros.create_node("graph_watcher")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                e["kind"] == "subscription" and e["topic"] == "/chatter" for e in default_context.transport("dds").endpoints()):
+            time.sleep(0.05)
+    finally:
+        ros.shutdown()
+    # Only now, with echo subscribed, a publisher turns up: it sends another type.
+    publisher = start_topic(["pub", "/chatter", "std_msgs/msg/Int32", "{data: 7}", "--rate", "5"], env)
+    try:
+        line = first_stderr_line(echo)
+    finally:
+        stop(publisher)
+    assert "'/chatter' is published as std_msgs/msg/Int32, not std_msgs/msg/String" in line, line
+    out, _ = stop(echo)
+    assert echo.returncode == 0 and out == ""
 
 
 def test_ctrl_c_ends_echo_hz_and_pub_cleanly(arm):

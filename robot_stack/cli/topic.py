@@ -28,6 +28,7 @@ from robot_stack.ros.qos import Durability, QoSProfile, Reliability
 
 DISCOVERY_WAIT_S = 1.0  # loopback discovery takes ~0.2 s; ros2 topic list without a daemon waits about as long
 TYPE_WAIT_S = 5.0  # how long echo/hz wait for a publisher to learn a topic's type
+NOTICE_S = 5.0  # a typed echo that got nothing says after this long what it is waiting for
 SETTLE_S = 0.2  # after the first publisher appears, the others of the graph usually arrive within this
 TRUNCATE_LENGTH = 128  # ros2 topic echo's default: longer arrays and strings are cut, with '...'
 POLL_S = 0.02
@@ -87,8 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "taken from the topic's publishers unless given. QoS adapts to the publishers: best effort "
              "unless all of them are reliable, transient local (so latched messages print) when all of "
              "them are; so echo waits for a publisher before it subscribes (until --timeout or Ctrl-C) "
-             "unless --qos-reliability and --qos-durability are both given. Arrays and strings longer "
-             "than 128 are cut unless --full.",
+             "unless --qos-reliability and --qos-durability are both given. With TYPE, echo that has received "
+             "nothing after 5 s says on stderr what it waits for (no publisher in the domain, a publisher of "
+             "another type, or no message yet) and keeps waiting. Arrays and strings longer than 128 are cut "
+             "unless --full.",
              "  robot-stack topic echo /joint_states\n"
              "  robot-stack topic echo /joint_states --once\n"
              "  robot-stack topic echo /joint_states sensor_msgs/msg/JointState --count 10 --field position\n"
@@ -257,18 +260,41 @@ def _offered(qos) -> QoSProfile:
     return QoSProfile(depth=depth or 1, reliability=reliability, durability=durability)
 
 
-def _publishers(topic: str, wait_s: float | None) -> list[dict[str, Any]]:
-    """The publishers on ``topic``, waiting up to ``wait_s`` (None: until Ctrl-C) for the first, a moment for the rest."""
-    deadline = None if wait_s is None else time.monotonic() + wait_s
+def _publishers(topic: str, wait_s: float | None, waiting_for: str | None = None) -> list[dict[str, Any]]:
+    """The publishers on ``topic``, waiting up to ``wait_s`` (None: until Ctrl-C) for the first, a moment for the rest.
+
+    waiting_for: the message type the caller waits for; after NOTICE_S without a publisher, say so once.
+    """
+    now = time.monotonic()
+    deadline = None if wait_s is None else now + wait_s
+    notice_at = now + NOTICE_S if waiting_for and (deadline is None or deadline > now + NOTICE_S) else None
     while True:
         found = [e for e in _endpoints() if e["kind"] == "publisher" and e["topic"] == topic]
         if found or not ros.ok() or (deadline is not None and time.monotonic() >= deadline):
             break
+        if notice_at is not None and time.monotonic() >= notice_at:
+            _warn(_waiting_notice(topic, waiting_for, NOTICE_S))
+            notice_at = None
         time.sleep(POLL_S)
     if found:
         _sleep(SETTLE_S if deadline is None else min(SETTLE_S, max(0.0, deadline - time.monotonic())))
         found = [e for e in _endpoints() if e["kind"] == "publisher" and e["topic"] == topic]
     return found
+
+
+def _waiting_notice(topic: str, type_name: str, waited_s: float) -> str:
+    """What a typed echo is still waiting for on ``topic``: a publisher at all, one of ``type_name``, or a message."""
+    publishers = [e for e in _endpoints() if e["kind"] == "publisher" and e["topic"] == topic]
+    published = sorted({e["type"] for e in publishers})
+    if not publishers:
+        domain = os.environ.get("ROS_DOMAIN_ID", "").strip() or "0"
+        return (f"no publisher on '{topic}' in ROS_DOMAIN_ID {domain} after {waited_s:g} s (topics: "
+                f"{_existing_topics()}); waiting for one that publishes {type_name} (Ctrl-C to stop)")
+    if type_name not in published:
+        return (f"'{topic}' is published as {', '.join(published)}, not {type_name}; waiting for a {type_name} "
+                "publisher (Ctrl-C to stop; give that type or leave TYPE out to echo what is published)")
+    return (f"{len(publishers)} publisher(s) of {type_name} on '{topic}' but no message in {waited_s:g} s; "
+            "still waiting (Ctrl-C to stop; is the publisher sending, and does its QoS match? see topic info -v)")
 
 
 def _existing_topics() -> str:
@@ -367,7 +393,7 @@ def echo(args: argparse.Namespace) -> int:
             wait_s = DISCOVERY_WAIT_S if args.qos_reliability and args.qos_durability else None
         else:
             wait_s = TYPE_WAIT_S
-        publishers = _publishers(topic, wait_s)
+        publishers = _publishers(topic, wait_s, waiting_for=args.type and messages.message_class(args.type).__msgtype__)
         if not ros.ok():
             return 0
         type_name = _topic_type(topic, args.type, publishers, wait_s)
@@ -394,13 +420,19 @@ def echo(args: argparse.Namespace) -> int:
 
         node.create_subscription(type_name, topic, on_message, profile)
         deadline = start + args.timeout if args.timeout is not None and wanted is not None else None
+        notice_at = time.monotonic() + NOTICE_S if args.type else None  # untyped: its publisher is known
         # `echo ... | head` closing the pipe ends echo through BrokenPipeError, handled at the entry point.
         while ros.ok():
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 raise RosError(f"{printed} of {wanted} message(s) on '{topic}' within {args.timeout:g} s "
                                f"({len(publishers)} publisher(s) known)")
-            ros.spin_once(node, timeout_sec=left)
+            if notice_at is not None and printed == 0 and now >= notice_at:
+                _warn(_waiting_notice(topic, type_name, NOTICE_S))
+                notice_at = None
+            wake = None if notice_at is None or printed else max(0.0, notice_at - now)
+            ros.spin_once(node, timeout_sec=left if wake is None else wake if left is None else min(left, wake))
     return 0
 
 
