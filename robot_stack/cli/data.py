@@ -307,9 +307,10 @@ def split(args: argparse.Namespace) -> int:
 
 def stats(args: argparse.Namespace) -> int:
     from robot_stack.data import Dataset
+    from robot_stack.data.stats import dataset_stats
 
     ds = Dataset.open(args.path)
-    table = ds.stats(recompute=args.recompute)
+    table = dataset_stats(ds, recompute=args.recompute)
     if args.json:
         print(json.dumps({name: entry.to_json() for name, entry in table.items()}, indent=2))
         return 0

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from robot_stack.data.store import TIMESTAMP, Dataset, DatasetWriter, FeatureSpec
+from robot_stack.data import TIMESTAMP, Dataset, DatasetWriter, FeatureSpec
 from robot_stack.errors import DatasetError, RobotStackError
 
 DEFAULT_RECORD_HZ = 20.0

@@ -18,7 +18,7 @@ import torch
 from zarr.core.sync import sync  # runs a coroutine on Zarr's own event loop (what its sync API uses)
 
 from robot_stack.data.sampling import transition_index, window_index
-from robot_stack.data.store import Dataset
+from robot_stack.data.dataset import Dataset
 from robot_stack.errors import DatasetError
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from robot_stack.data.store import Dataset, DatasetWriter
+from robot_stack.data.dataset import Dataset
+from robot_stack.data.writer import DatasetWriter
 from robot_stack.errors import DatasetError
 
 COPY_BLOCK_BYTES = 64 << 20  # frames are copied in blocks of about this many raw bytes

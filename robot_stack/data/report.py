@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.data.store import UNKNOWN, Dataset, _read_root_attrs, validate
+from robot_stack.data.check import validate
+from robot_stack.data.dataset import Dataset
+from robot_stack.data.schema import UNKNOWN
+from robot_stack.data.store import read_root_attrs
 from robot_stack.errors import DatasetError
 
 
@@ -180,7 +183,7 @@ def format_episodes(rows: list[dict[str, Any]]) -> str:
 def check(path: str | os.PathLike, progress: bool = True) -> list[str]:
     """validate() for the CLI: raises DatasetError when `path` is not a dataset at all (so there is
     nothing to validate), and returns the problems of a dataset (empty: all good)."""
-    _read_root_attrs(Path(path))
+    read_root_attrs(Path(path))
     return validate(path, progress=progress)
 
 

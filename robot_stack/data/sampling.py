@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.data.store import Dataset
+from robot_stack.data.dataset import Dataset
 from robot_stack.errors import DatasetError
 
 

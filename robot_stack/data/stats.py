@@ -1,7 +1,7 @@
 """Normalization statistics of the low-dim features, computed in blocks and stored beside the data.
 
 Stored as the attributes of meta/stats with the fingerprint of the data they were computed on, so a
-dataset that gained episodes (or changed) is recomputed on the next `Dataset.stats()`.
+dataset that gained episodes (or changed) is recomputed on the next `dataset_stats(ds)`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_stack.data.store import Dataset, _open_group, _writing
+from robot_stack.data.dataset import Dataset
+from robot_stack.data.store import open_group, writing
 from robot_stack.errors import DatasetError
 
 BLOCK_FRAMES = 1 << 16
@@ -132,8 +133,8 @@ def dataset_stats(ds: Dataset, recompute: bool = False) -> dict[str, FeatureStat
         "computed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "features": {name: entry.to_json() for name, entry in stats.items()},
     }
-    with _writing(ds.path, "meta/stats"):
+    with writing(ds.path, "meta/stats"):
         # A group of its own: a writer recording at the same time rewrites meta's attributes.
-        _open_group(ds.path, writable=True)["meta"].require_group("stats").attrs.put(attrs)
-    ds._store.meta = _open_group(ds.path, writable=False)["meta"]
+        open_group(ds.path, writable=True)["meta"].require_group("stats").attrs.put(attrs)
+    ds._store.meta = open_group(ds.path, writable=False)["meta"]
     return stats

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_stack.data.report import episode_index
-from robot_stack.data.store import Dataset
+from robot_stack.data.dataset import Dataset
 from robot_stack.data.view import default_output
 from robot_stack.errors import DatasetError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_stack.data.report import episode_index
-from robot_stack.data.store import Dataset
+from robot_stack.data.dataset import Dataset
 
 FRAMES_PER_CAMERA = 8
 MAX_LEGEND_DIMS = 10  # more lines than this get no legend (it would cover the plot)

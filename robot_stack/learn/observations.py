@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.data import Dataset
+from robot_stack.data.stats import dataset_stats
 from robot_stack.errors import LearnError
 
 MIN_STD = 1e-3  # a constant feature (a quaternion that never turns) is centred, not blown up
@@ -114,7 +115,7 @@ def action_bounds(ds: Dataset, action: str = "action") -> tuple[list[float], lis
     dim = int(np.prod(ds.features[action].shape, dtype=int))
     low, high = spec.get("low"), spec.get("high")
     if low is None or high is None or len(low) != dim or len(high) != dim:
-        stats = ds.stats()[action]
+        stats = dataset_stats(ds)[action]
         low, high = np.asarray(stats.min).reshape(-1).tolist(), np.asarray(stats.max).reshape(-1).tolist()
         high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high)]
     return [float(v) for v in low], [float(v) for v in high]
@@ -124,7 +125,7 @@ def build_spec(ds: Dataset, observations: list[str], images: list[str],
                embeddings: dict[str, np.ndarray] | None = None, embedding_model: str = "") -> ObservationSpec:
     """The spec of a training run: features, their statistics over the dataset, action bounds."""
     names = state_features(ds, observations)
-    stats = ds.stats()
+    stats = dataset_stats(ds)
     mean, std = [], []
     for name in names:
         mean += np.asarray(stats[name].mean, np.float64).reshape(-1).tolist()
