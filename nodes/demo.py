@@ -13,13 +13,50 @@ import time
 import numpy as np
 
 from robot_stack import ros
+from robot_stack.errors import RobotStackError
+from robot_stack.ros.parameters import NodeInterface, ParameterSpec, TopicSpec, answer_help
+
+ARM = NodeInterface(
+    executable="demo_arm",
+    summary="A stand-in 7-joint arm: publishes sinusoidal joint states around the last joint target.",
+    parameters=(
+        ParameterSpec("rate_hz", 100.0, "publishing rate [Hz]", positive=True),
+        ParameterSpec("joint_names", [f"panda_joint{i}" for i in range(1, 8)], "the joints' names"),
+    ),
+    subscribes=(TopicSpec("robot/command", "std_msgs/msg/Float64MultiArray", "joint targets [rad], one per joint"),),
+    publishes=(TopicSpec("joint_states", "sensor_msgs/msg/JointState", "positions [rad] at rate_hz"),),
+)
+MONITOR = NodeInterface(
+    executable="demo_monitor",
+    summary="Reports the rate of joint_states it receives once a second; exit status 1 if none came.",
+    parameters=(
+        ParameterSpec("duration_s", 0.0, "exit after this long [s] (0: run until stopped)", minimum=0.0),
+        ParameterSpec("expect_hz", 0.0, "the rate to mention next to the measured one [Hz] (0: none)", minimum=0.0),
+    ),
+    subscribes=(TopicSpec("joint_states", "sensor_msgs/msg/JointState", "counted"),),
+)
+
+
+def _declare(interface: NodeInterface, node) -> dict | None:
+    """The node's parameters, or None after logging the one-line reason they cannot be used."""
+    try:
+        return interface.declare(node)
+    except RobotStackError as error:
+        node.get_logger().fatal(str(error))
+        node.destroy_node()
+        ros.shutdown()
+        return None
 
 
 def demo_arm_main(args: list[str] | None = None) -> int:
+    if answer_help(ARM, args):
+        return 0
     ros.init(args)
     node = ros.create_node("demo_arm")
-    rate_hz = node.declare_parameter("rate_hz", 100.0).value
-    joints = node.declare_parameter("joint_names", [f"panda_joint{i}" for i in range(1, 8)]).value
+    param = _declare(ARM, node)
+    if param is None:
+        return 2
+    rate_hz, joints = param["rate_hz"], param["joint_names"]
     JointState = ros.message_class("sensor_msgs/msg/JointState")
     Float64MultiArray = ros.message_class("std_msgs/msg/Float64MultiArray")
     publisher = node.create_publisher(JointState, "joint_states", ros.qos.SENSOR_DATA)
@@ -54,10 +91,14 @@ def demo_arm_main(args: list[str] | None = None) -> int:
 
 
 def demo_monitor_main(args: list[str] | None = None) -> int:
+    if answer_help(MONITOR, args):
+        return 0
     ros.init(args)
     node = ros.create_node("demo_monitor")
-    duration_s = float(node.declare_parameter("duration_s", 0.0).value)
-    expect_hz = float(node.declare_parameter("expect_hz", 0.0).value)
+    param = _declare(MONITOR, node)
+    if param is None:
+        return 2
+    duration_s, expect_hz = float(param["duration_s"]), float(param["expect_hz"])
     JointState = ros.message_class("sensor_msgs/msg/JointState")
     received = {"total": 0, "window": 0}
 

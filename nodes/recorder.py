@@ -1,17 +1,15 @@
 """``recorder``: samples the robot's topics at ``record_hz`` into a dataset, one episode per start ... commit.
 
-Parameters: ``features_file`` (YAML: robot, task, features; see docs/dataset.md "Recording from ROS
-topics"), ``dataset`` (path of the .zarr), ``record_hz``, ``use_sim_time`` (tick on /clock),
-``cameras`` (adds image.<name> features), ``task`` (task text), ``operator``, ``min_free_mb``,
-``recover_on_start`` (refuse|keep|drop), ``on_shutdown`` (commit|discard).
+Parameters and topics: INTERFACE below (``recorder --help`` prints them). The status (``recorder/status``,
+JSON, reliable, transient local) is published on every change and once a second; docs/dataset.md lists
+its fields. A teleop counts an episode only when the status confirms its commit (``committed_this_run``)
+and stops when it reports a failure (``failed_this_run``, with the reason in ``error``).
 
-Topics: every feature's topic (and /clock on sim time) and ``recorder/control`` (std_msgs/String:
-start, stop, success, fail, discard, task:<text>) in; ``recorder/status`` (std_msgs/String JSON,
-reliable, transient local) out, on every change and once a second.
-
-SIGINT/SIGTERM: no new frame is taken; the node still handles what was already sent (a teleop's last
-success/fail just before the launch stopped it), then commits or discards the episode in progress,
-flushes and exits 0.
+SIGINT/SIGTERM (any number of them, e.g. a launch's SIGINT then the parent-death SIGTERM of the launch
+being killed): no new frame is taken; the node still handles what was already sent (a teleop's last
+success/fail just before the launch stopped it), then commits or discards the episode in progress
+(``on_shutdown``), flushes and exits 0. A closed stdout/stderr (the launch reading them was killed)
+costs log lines, never the commit.
 """
 
 from __future__ import annotations
@@ -24,12 +22,47 @@ import time
 
 from robot_stack import ros
 from robot_stack.errors import RobotStackError
-from robot_stack.record import SHUTDOWN_POLICIES, Recorder, RecorderError, load_config
+from robot_stack.record import CONTROL_WORDS, RECOVER_POLICIES, SHUTDOWN_POLICIES, Recorder, RecorderError, load_config
+from robot_stack.ros.parameters import NodeInterface, ParameterSpec, TopicSpec, answer_help
 
 DRAIN_S = 0.3  # after SIGINT: how long messages already on their way are still handled
 HOUSEKEEPING_HZ = 10.0
 RECEIVE_BUFFER = ('<CycloneDDS><Domain Id="any"><Internal><SocketReceiveBufferSize min="default" max="16MB"/>'
                   "</Internal></Domain></CycloneDDS>")
+
+
+INTERFACE = NodeInterface(
+    executable="recorder",
+    summary="Samples the robot's topics at record_hz into a Zarr dataset, one episode per start ... "
+            "success/fail/stop (committed) or discard.",
+    parameters=(
+        ParameterSpec("features_file", "", "YAML file naming each feature's topic, type and field "
+                      "(launch/params/recorder_<task>.yaml; docs/dataset.md)"),
+        ParameterSpec("dataset", "dataset.zarr", "the dataset folder to create or append to"),
+        ParameterSpec("record_hz", 20.0, "frames per second [Hz] (on sim time: at most the sim's rate)", positive=True),
+        ParameterSpec("use_sim_time", False, "tick on /clock (sim time) instead of the wall clock"),
+        ParameterSpec("cameras", "", "cameras to record as name:HxW,... (adds image.<name> from "
+                      "/camera/<name>/image_raw)"),
+        ParameterSpec("task", "", "task text stored with each episode (empty: the features file's)"),
+        ParameterSpec("operator", "", "who records, stored with each episode (empty: the login name)"),
+        ParameterSpec("min_free_mb", 500.0, "refuse to start an episode with less free disk space than this [MB]",
+                      minimum=0.0),
+        ParameterSpec("recover_on_start", "refuse", "a dataset with an unfinished episode (a crash): refuse "
+                      "to record, keep it as an episode, or drop it", choices=RECOVER_POLICIES),
+        ParameterSpec("on_shutdown", "commit", "the episode being recorded when the node is stopped",
+                      choices=SHUTDOWN_POLICIES),
+    ),
+    subscribes=(
+        TopicSpec("(each feature's topic)", "(its type)", "the features file's topics, e.g. /joint_states"),
+        TopicSpec("/clock", "rosgraph_msgs/msg/Clock", "sim time (use_sim_time true)"),
+        TopicSpec("recorder/control", "std_msgs/msg/String", f"{', '.join(CONTROL_WORDS)}, task:<text>"),
+    ),
+    publishes=(
+        TopicSpec("recorder/status", "std_msgs/msg/String", "JSON status (transient local): recording, "
+                  "committed_this_run, failed_this_run, error, ... (docs/dataset.md)"),
+    ),
+    notes="SIGINT/SIGTERM: the episode in progress is committed (on_shutdown:=commit) or discarded, then exit 0.",
+)
 
 
 def _ask_for_a_large_receive_buffer() -> None:
@@ -60,26 +93,20 @@ class RecorderNode:
     def __init__(self, node) -> None:
         self.node = node
 
-        def param(name: str, default):
-            return node.declare_parameter(name, default).value
-
-        features_file = param("features_file", "")
+        param = INTERFACE.declare(node)
+        features_file = param["features_file"]
         if not features_file:
             raise RecorderError("features_file is not set: give -p features_file:=PATH "
                                 "(launch/params/recorder_<task>.yaml are examples)")
-        # rclpy declares use_sim_time itself; the dds backend leaves it to the node.
-        sim_time = (node.get_parameter("use_sim_time").value if node.has_parameter("use_sim_time")
-                    else param("use_sim_time", False))
-        config = load_config(features_file, cameras=param("cameras", ""), command_spec_of=_sim_command_spec)
-        self.on_shutdown = param("on_shutdown", "commit")
-        if self.on_shutdown not in SHUTDOWN_POLICIES:
-            raise RecorderError(f"on_shutdown {self.on_shutdown!r}: use one of {', '.join(SHUTDOWN_POLICIES)}")
+        sim_time = param["use_sim_time"]
+        config = load_config(features_file, cameras=param["cameras"], command_spec_of=_sim_command_spec)
+        self.on_shutdown = param["on_shutdown"]
         self.status_pub = node.create_publisher("std_msgs/msg/String", "recorder/status", ros.qos.TRANSIENT_LOCAL)
         self.recorder = Recorder(
-            config, param("dataset", "dataset.zarr"),
-            record_hz=float(param("record_hz", 20.0)), sim_time=bool(sim_time),
-            task=param("task", ""), operator=param("operator", "") or _login_name(),
-            min_free_mb=float(param("min_free_mb", 500.0)), recover_on_start=param("recover_on_start", "refuse"),
+            config, param["dataset"],
+            record_hz=float(param["record_hz"]), sim_time=bool(sim_time),
+            task=param["task"], operator=param["operator"] or _login_name(),
+            min_free_mb=float(param["min_free_mb"]), recover_on_start=param["recover_on_start"],
             log=node.get_logger(), on_change=self.publish_status,
         )
         for topic, features in self.recorder.by_topic.items():
@@ -116,22 +143,33 @@ class RecorderNode:
 
 
 class _StopSignals:
-    """SIGINT/SIGTERM end the loop in main() rather than spin at once, so the last events still get handled."""
+    """SIGINT/SIGTERM end the loop in main() rather than spin at once, so the last events still get handled.
+
+    Only a flag is set, however many arrive: a later one must not interrupt the commit of the episode in
+    progress (a launch that sends SIGINT and is then killed adds its parent-death SIGTERM). SIGKILL is
+    what stops a recorder at once."""
 
     def __init__(self) -> None:
         self.received = False
+        self.install()
+
+    def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame) -> None:
-        if self.received:
-            raise KeyboardInterrupt  # a second one: stop waiting (what is committed stays committed)
         self.received = True
 
 
 def main(args: list[str] | None = None) -> int:
+    if answer_help(INTERFACE, args):
+        return 0
     _ask_for_a_large_receive_buffer()
+    # Installed before ros.init too, so that ros.shutdown() restores these handlers, not the default ones
+    # (a late SIGTERM must not kill a recorder that has committed and is closing), and again after it.
+    stop = _StopSignals()
     ros.init(args)
+    stop.install()
     node = ros.create_node("recorder")
     try:
         recorder_node = RecorderNode(node)
@@ -140,7 +178,6 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         ros.shutdown()
         return 2
-    stop = _StopSignals()
     recorder = recorder_node.recorder
     while not stop.received and ros.ok():
         ros.spin_once(node, 0.1)

@@ -10,8 +10,12 @@ tick with staleness flags, and the episode life cycle on a DatasetWriter. docs/d
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import re
 import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -402,6 +406,7 @@ class Recorder:
         self.frozen = False
         self.episode = EpisodeCounts()
         self.committed_this_run = 0
+        self.failed_this_run = 0  # episodes asked for but not committed: a refused start, a write error, no frames
         self.dropped_total = 0
         self.stale_total: dict[str, int] = {name: 0 for name in self.features}
         self.bad_messages: dict[str, int] = {}
@@ -555,6 +560,9 @@ class Recorder:
                              else "start: the recorder is shutting down")
             return False
         try:
+            problem = location_problem(self.path)
+            if problem:
+                raise RecorderError(f"cannot start recording: {problem}")
             free = disk_free_mb(self.path)
             if free < self.min_free_mb:
                 raise RecorderError(f"cannot start recording: the disk holding {self.path} is nearly full ({free:.0f} MB "
@@ -564,8 +572,9 @@ class Recorder:
                                     "running? (use use_sim_time:=false on a real robot)")
             self._check_fresh()
             self._ensure_writer()
-        except (RecorderError, DatasetError) as error:
-            self._fail(str(error))
+        except (RecorderError, DatasetError, OSError) as error:
+            self.failed_this_run += 1
+            self._fail(self._operator_text(error))
             return False
         absent = [f.name for f in self.recorded if f.optional and not self.buffers[f.name].entries]
         if absent:
@@ -606,7 +615,9 @@ class Recorder:
         self.recording = False
         word = {None: "stop", True: "success", False: "fail"}[success]
         if self.episode.frames == 0:
-            self._event(f"{word}: the episode has no frames, nothing committed")
+            self.failed_this_run += 1
+            self._fail(f"{word}: the episode has no frames, nothing committed: record for at least one frame "
+                       f"period ({1 / self.record_hz:g} s) before {word}")
             return None
         text = "; ".join(part for part in (self.episode.notes(), notes) if part)
         try:
@@ -663,6 +674,7 @@ class Recorder:
             # The index of the episode being recorded (or the next one): the committed episodes in the dataset.
             "episode": self.writer.n_episodes if self.writer is not None else None,
             "committed_this_run": self.committed_this_run,
+            "failed_this_run": self.failed_this_run,
             "frames": self.episode.frames,
             "dropped": self.episode.dropped,
             "stale": dict(self.episode.stale),
@@ -726,8 +738,18 @@ class Recorder:
             return
         self.episode.frames += 1
 
+    def _operator_text(self, error: Exception) -> str:
+        """An error as the operator reads it: the recorder's own words, the store's without Python API advice."""
+        if isinstance(error, RecorderError):
+            return str(error)
+        cause = _os_error(error)
+        if cause is not None and not isinstance(error, DatasetError):
+            return f"cannot record into {self.path}: {cause.strerror or cause}: check the path and its permissions"
+        return _without_api_advice(str(error))
+
     def _write_failed(self, error: DatasetError) -> None:
         """A write failed (full disk...): stop this episode, drop what of it is on disk, keep the node alive."""
+        self.failed_this_run += 1
         self.recording = False
         self.pending_ns = None
         try:
@@ -739,7 +761,22 @@ class Recorder:
             except DatasetError:
                 pass
             self.writer = None
-        self._fail(f"recording stopped, the episode is dropped (committed episodes are intact): {error}")
+        cause = _os_error(error)
+        try:
+            free = disk_free_mb(self.path)
+        except OSError:
+            free = None
+        full = (cause is not None and cause.errno == errno.ENOSPC) or (free is not None and free < max(1.0, self.min_free_mb))
+        if full:
+            what = f"the disk holding {self.path} is full" + (f" ({free:.0f} MB free)" if free is not None else "")
+            todo = "free space, then start a new episode"
+        elif cause is not None:
+            what = f"writing to {self.path} failed: {cause.strerror or cause}"
+            todo = "check the disk and the folder's permissions, then start a new episode"
+        else:
+            what = f"writing to {self.path} failed: {_without_api_advice(str(error))}"
+            todo = "start a new episode"
+        self._fail(f"recording stopped: {what}; the episode is dropped, committed episodes are intact: {todo}")
 
     def _check_fresh(self) -> None:
         now = self.clock_ns if self.sim_time else time.monotonic_ns()
@@ -763,8 +800,8 @@ class Recorder:
         if self.writer is None and self.path.exists():
             try:
                 self._ensure_writer()
-            except (RecorderError, DatasetError) as error:
-                self._fail(str(error))
+            except (RecorderError, DatasetError, OSError) as error:
+                self._fail(self._operator_text(error))
 
     def _ensure_writer(self) -> None:
         if self.writer is not None:
@@ -845,6 +882,50 @@ def _header_ns(message: Any) -> int:
     if header is None:
         return 0
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def location_problem(path: Path) -> str | None:
+    """Why a dataset cannot be created or appended to at `path` (None: it can), in the operator's terms.
+
+    Tells a missing folder that cannot be created, a folder that cannot be written and a file in the way
+    apart, so none of them is reported as a full disk. Probes by creating (and removing) a folder, which
+    also holds for root on a read-only file system, where permission bits say nothing."""
+    path = Path(path).absolute()
+    if path.exists():
+        return None if path.is_dir() else f"{path} is a file, not a dataset folder: choose another dataset path"
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so {path.parent} cannot be a folder: choose another dataset path"
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".robot_stack_probe_", dir=existing))
+        probe.rmdir()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if existing == path.parent:
+            return (f"the folder {existing} cannot be written ({reason}): record into a folder you can write to "
+                    "(dataset:=PATH) or fix its permissions")
+        return (f"the folder {path.parent} does not exist and cannot be created ({existing} cannot be written: "
+                f"{reason}): create it, or record into a folder you can write to (dataset:=PATH)")
+    return None
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind an error (through `raise ... from` and the exceptions being handled), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _without_api_advice(text: str) -> str:
+    """The store's message with its advice to Python callers (`(discard_episode() to go on)`) taken out: an
+    operator can act on the rest, not on that."""
+    return re.sub(r"\s*\([^()]*\w\(\)[^()]*\)", "", text)
 
 
 def disk_free_mb(path: Path) -> float:

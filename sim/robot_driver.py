@@ -18,6 +18,7 @@ of the sequence that starts at the ``seed`` parameter.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import numpy as np
@@ -26,7 +27,48 @@ import yaml
 from robot_stack import ros
 from robot_stack.errors import RobotStackError, SimError
 from robot_stack.ros import convert
+from robot_stack.ros.parameters import NodeInterface, ParameterSpec, TopicSpec, answer_help
 from robot_stack.sim.task import SimTask, make_task
+
+_CAMERA = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(:[1-9][0-9]*(x[1-9][0-9]*)?)?")
+
+INTERFACE = NodeInterface(
+    executable="sim_robot",
+    summary="A MuJoCo task behind the topics a real robot driver uses (the stand-in for the hardware).",
+    parameters=(
+        ParameterSpec("task", "lift", "sim task: lift (Panda, 7-D eef delta + gripper) or reach2d (planar arm)"),
+        ParameterSpec("cameras", "", "cameras to render as name:HxW,... (e.g. agentview:84x84)"),
+        ParameterSpec("control_hz", 20.0, "control rate [Hz]", positive=True),
+        ParameterSpec("realtime", True, "true: step at control_hz on the wall clock; false: one step per command"),
+        ParameterSpec("dynamics", "nominal", "dynamics preset (nominal, sim, real, low_friction, ...)"),
+        ParameterSpec("dynamics_overrides", "{}", "YAML mapping of overrides on the preset, e.g. '{friction_scale: 0.5}'"),
+        ParameterSpec("seed", 0, "placement seed of the first episode; each reset takes the next one"),
+        ParameterSpec("command_timeout", 0.5, "a command older than this makes the robot hold still [s]", positive=True),
+        ParameterSpec("frame_id", "world", "frame of the published poses"),
+    ),
+    subscribes=(
+        TopicSpec("robot/command", "std_msgs/msg/Float64MultiArray", "the command (the task's command spec)"),
+        TopicSpec("estop", "std_msgs/msg/Bool", "true holds the robot until cleared (transient local)"),
+        TopicSpec("sim/reset", "std_msgs/msg/Int64", "new episode: placement seed, < 0 the next one"),
+    ),
+    publishes=(
+        TopicSpec("joint_states", "sensor_msgs/msg/JointState", "joint positions [rad] and velocities"),
+        TopicSpec("eef_pose", "geometry_msgs/msg/PoseStamped", "end effector pose [m]"),
+        TopicSpec("object_pose", "geometry_msgs/msg/PoseStamped", "object pose [m]"),
+        TopicSpec("camera/<name>/image_raw", "sensor_msgs/msg/Image", "rgb8 frames of each camera"),
+        TopicSpec("sim/reward, sim/success", "std_msgs/msg/Float64, Bool", "ground truth (sim only)"),
+        TopicSpec("/clock", "rosgraph_msgs/msg/Clock", "sim time"),
+    ),
+)
+
+
+def parse_cameras(text: str) -> list[str]:
+    """The cameras parameter ("name:HxW,name") as its items; SimError names an item that is not one."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        if not _CAMERA.fullmatch(item):
+            raise SimError(f"camera {item!r}: give name or name:HxW (e.g. agentview:84x84)")
+    return items
 
 
 class SimRobotDriver:
@@ -130,31 +172,29 @@ class SimRobotDriver:
 
 
 def main(args: list[str] | None = None) -> int:
+    if answer_help(INTERFACE, args):
+        return 0
     # A robot driver runs headless: MuJoCo's default (GLFW windows) cannot render without a display.
     os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
     ros.init(args)
     node = ros.create_node("sim_robot")
     try:
-        task_name = node.declare_parameter("task", "lift").value
+        param = INTERFACE.declare(node)
         # "name:HxW,name:HxW" (a string, so an empty list needs no special form in launch files).
-        cameras = node.declare_parameter("cameras", "").value.split(",")
-        overrides = yaml.safe_load(node.declare_parameter("dynamics_overrides", "{}").value) or {}
+        cameras = parse_cameras(param["cameras"])
+        try:
+            overrides = yaml.safe_load(param["dynamics_overrides"]) or {}
+        except yaml.YAMLError:
+            overrides = None
         if not isinstance(overrides, dict):
             raise SimError("dynamics_overrides must be a YAML mapping, e.g. '{friction_scale: 0.5}'")
         task = make_task(
-            task_name,
-            cameras=[c.strip() for c in cameras if c.strip()],
-            control_hz=node.declare_parameter("control_hz", 20.0).value,
-            dynamics=node.declare_parameter("dynamics", "nominal").value,
-            seed=node.declare_parameter("seed", 0).value,
-            **overrides,
+            param["task"], cameras=cameras, control_hz=param["control_hz"], dynamics=param["dynamics"],
+            seed=param["seed"], **overrides,
         )
         driver = SimRobotDriver(
-            node, task,
-            realtime=node.declare_parameter("realtime", True).value,
-            command_timeout_s=node.declare_parameter("command_timeout", 0.5).value,
-            seed=task.config.seed,
-            frame_id=node.declare_parameter("frame_id", "world").value,
+            node, task, realtime=param["realtime"], command_timeout_s=param["command_timeout"],
+            seed=task.config.seed, frame_id=param["frame_id"],
         )
     except RobotStackError as error:
         node.get_logger().fatal(str(error))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from robot_stack.data import Dataset
 from robot_stack.teleop import DISCARD, FAIL, START, STOP, SUCCESS, KeyboardTeleop, gamepad_map, spacemouse_map
 
 
@@ -105,11 +106,15 @@ def test_keyboard_teleop_without_a_terminal_is_a_clear_error(dds_env):
     assert "Traceback" not in result.stderr
 
 
-def test_scripted_teleop_drives_episodes_on_the_sim_robot_and_exits(ros_session, dds_env):
+def test_scripted_teleop_drives_episodes_on_the_sim_robot_and_exits(ros_session, dds_env, tmp_path):
     ros = ros_session("dds")
     listener = Listener(ros)
     driver = subprocess.Popen(node_command("sim_robot", "task:=reach2d"), cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The teleop counts an episode once the recorder's status confirms its commit: a real recorder answers.
+    recorder = subprocess.Popen(node_command("recorder", f"features_file:={REPO / 'launch/params/recorder_reach2d.yaml'}",
+                                             f"dataset:={tmp_path / 'd.zarr'}", "min_free_mb:=0"),
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     teleop = subprocess.Popen(node_command("teleop", "source:=scripted", "task:=reach2d", "episodes:=2",
                                            "max_steps:=60", "skill:=expert", "seed:=3"),
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,10 +123,12 @@ def test_scripted_teleop_drives_episodes_on_the_sim_robot_and_exits(ros_session,
         _, err = teleop.communicate(timeout=10)
         listener.ros.spin_once(listener.node, 0.2)
     finally:
-        driver.send_signal(2)
-        driver.communicate(timeout=20)
+        for process in (recorder, driver):
+            process.send_signal(2)
+            process.communicate(timeout=20)
         if teleop.poll() is None:
             teleop.kill()
     assert teleop.returncode == 0, err
     assert listener.events == [START, SUCCESS, START, SUCCESS], err
-    assert "episode 2/2: success" in err
+    assert "episode 2/2 committed: success" in err
+    assert Dataset.open(tmp_path / "d.zarr").n_episodes == 2

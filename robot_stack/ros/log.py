@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -52,8 +53,14 @@ class Logger:
         stamp = time.time_ns()
         line = f"[{severity.upper()}] [{stamp // 1_000_000_000}.{stamp % 1_000_000_000:09d}] [{self.name}]: {message}\n"
         stream = self._stream or sys.stderr
-        stream.write(line)
-        stream.flush()
+        try:
+            stream.write(line)
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            # Whoever read our output is gone (a killed launch): a node finishing its shutdown (a recorder's
+            # commit) must not die of its log line. Later lines go nowhere.
+            drop_further_writes(stream)
+            return False
         return True
 
     def debug(self, message, **kwargs) -> bool:
@@ -72,3 +79,14 @@ class Logger:
 
     def fatal(self, message, **kwargs) -> bool:
         return self.log("fatal", message, **kwargs)
+
+
+def drop_further_writes(stream) -> None:
+    """Point a stream whose reader went away (or that was closed) at /dev/null: no later write or flush,
+    the interpreter's own at exit included, raises."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
