@@ -345,8 +345,8 @@ BAD_FILES = {
         "launch:\n- arg: {name: robot}\n", "launch argument 'robot' is required (it has no default): pass robot:=VALUE"
     ),
     "unknown_substitution": (
-        "launch:\n- let: {name: a, value: $(eval 1+1)}\n",
-        "unknown substitution '$(eval ...)'",
+        "launch:\n- let: {name: a, value: $(command ls)}\n",
+        "unknown substitution '$(command ...)'",
     ),
     "missing_params_file": (
         "launch:\n- node: {pkg: robot_stack, exec: demo_arm, param: [{from: $(dirname)/nope.yaml}]}\n",

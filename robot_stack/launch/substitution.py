@@ -1,4 +1,5 @@
-"""Launch substitutions: ``$(var x)``, ``$(env X [default])``, ``$(find-pkg-share pkg)``, ``$(dirname)``...
+"""Launch substitutions: ``$(var x)``, ``$(env X [default])``, ``$(find-pkg-share pkg)``, ``$(dirname)``,
+``$(equals a b)``, ``$(eval 'python expression')``...
 
 The syntax follows the ROS 2 launch frontend grammar: a value is text with substitutions in it;
 arguments are separated by one space and may be quoted ('...' or "..."); substitutions nest
@@ -7,6 +8,8 @@ arguments are separated by one space and may be quoted ('...' or "..."); substit
 
 from __future__ import annotations
 
+import ast
+import math
 import os
 import re
 import shlex
@@ -76,6 +79,67 @@ def _filename(context: SubstitutionContext, args: list[str]) -> str:
     return str(context.launch_file)
 
 
+def _is_bool(text: str) -> bool:
+    return text.lower() in ("true", "false", "1", "0")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _equals(context: SubstitutionContext, args: list[str]) -> str:
+    """'true' or 'false', as launch's EqualsSubstitution: two booleans (true/false/1/0, any case) compare as
+    booleans, two numbers as floats (math.isclose: '1.0' equals '1'), anything else as text."""
+    left, right = args
+    if _is_bool(left) and _is_bool(right):
+        same = (left.lower() in ("true", "1")) == (right.lower() in ("true", "1"))
+    elif _is_float(left) and _is_float(right):
+        same = math.isclose(float(left), float(right))
+    else:
+        same = left == right
+    return "true" if same else "false"
+
+
+# What an $(eval) expression may use: math's names (bare, as launch allows, and as math.x) and a few
+# value builtins. Not the other builtins (no __import__, open, exec...): a launch file cannot reach the system.
+_EVAL_NAMES: dict[str, object] = {
+    **{name: getattr(math, name) for name in dir(math) if not name.startswith("_")},
+    "math": math,
+    **{f.__name__: f for f in (abs, all, any, bool, float, int, len, max, min, round, str, sum)},
+}
+
+
+def _eval(context: SubstitutionContext, args: list[str]) -> str:
+    """str() of a Python expression (substitutions already expanded), as launch's PythonExpression: a
+    comparison gives 'True' or 'False'. Only the math module may be named as the second argument."""
+    expression = args[0]
+    modules = [name.strip() for name in args[1].split(",") if name.strip()] if len(args) == 2 else ["math"]
+    others = [name for name in modules if name != "math"]
+    if others:
+        raise LaunchError(f"$(eval {expression!r}): robot-stack launch offers the math module only, not "
+                          f"{', '.join(others)}")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise LaunchError(f"$(eval) cannot read {expression!r} as a Python expression: {error.msg}") from None
+    for node in ast.walk(tree):
+        # Underscore names are the way out of a restricted namespace (().__class__.__subclasses__()...).
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        if name.startswith("_"):
+            raise LaunchError(f"$(eval {expression!r}): names starting with '_' ({name}) are not allowed")
+    try:
+        value = eval(compile(tree, "<launch $(eval)>", "eval"), {"__builtins__": {}}, dict(_EVAL_NAMES))
+    except Exception as error:  # the expression is the user's: any failure is theirs to fix, said in one line
+        hint = " (names it may use: math's functions and constants, abs, all, any, bool, float, int, len, max, " \
+               "min, round, str, sum; quote text: '$(var name)')" if isinstance(error, NameError) else ""
+        raise LaunchError(f"$(eval {expression!r}) failed: {type(error).__name__}: {error}{hint}") from None
+    return str(value)
+
+
 # name -> (implementation, min args, max args): the subset of ros2 launch's substitutions implemented here.
 SUBSTITUTIONS: dict[str, tuple[Callable[[SubstitutionContext, list[str]], str], int, int]] = {
     "var": (_var, 1, 2),
@@ -83,6 +147,8 @@ SUBSTITUTIONS: dict[str, tuple[Callable[[SubstitutionContext, list[str]], str], 
     "find-pkg-share": (_find_pkg_share, 1, 1),
     "dirname": (_dirname, 0, 0),
     "filename": (_filename, 0, 0),
+    "equals": (_equals, 2, 2),
+    "eval": (_eval, 1, 2),
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -148,7 +214,8 @@ class _Parser:
         _, least, most = SUBSTITUTIONS[name]
         if not least <= len(args) <= most:
             expected = str(least) if least == most else f"{least} or {most}"
-            raise LaunchError(f"$({name}) takes {expected} argument(s), got {len(args)} in {self.source!r}")
+            hint = "; quote an argument that holds spaces, e.g. $(eval '2 * $(var n)')" if len(args) > most else ""
+            raise LaunchError(f"$({name}) takes {expected} argument(s), got {len(args)} in {self.source!r}{hint}")
         return Substitution(name, tuple(args))
 
     def argument(self, quote: str | None) -> Template:
