@@ -115,7 +115,7 @@ def test_info_json_holds_the_summary(capsys, demo):
     assert code == 0
     info = json.loads(out)
     assert (info["n_episodes"], info["n_frames"], info["record_hz"]) == (3, sum(LENGTHS), RECORD_HZ)
-    assert info["success"] == {"succeeded": 2, "failed": 1, "unknown": 0}
+    assert info["success"] == {"succeeded": 2, "failed": 1, "unknown": 0, "marked": 0}
     assert info["success_rate"] == pytest.approx(2 / 3)
     assert info["episodes_duration_s"] == pytest.approx(sum((n - 1) / RECORD_HZ for n in LENGTHS))
     assert info["size_bytes"] == sum(f.stat().st_size for f in demo.rglob("*") if f.is_file())

@@ -25,6 +25,7 @@ examples:
   robot-stack data validate demo.zarr
   robot-stack data view demo.zarr 0
   robot-stack data export-video demo.zarr 0 --camera wrist_rgb
+  robot-stack data mark demo.zarr 0,2,5 success
   robot-stack data import-bag my_bag/ out.zarr --features features.yaml --record-hz 10 --task "pick the cube"
   robot-stack data recover demo.zarr --keep
   robot-stack data merge all.zarr day1.zarr day2.zarr
@@ -45,9 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = verb("info", "what a dataset holds: episodes, features, tasks, success, labels",
-             "Print a dataset's summary: robot, record_hz, episodes and frames, durations, success, size on "
-             "disk, unfinished frames (with what to do), every feature (name, kind, dtype, shape, units, "
-             "topic), the tasks and the label runs.",
+             "Print a dataset's summary: robot, record_hz, episodes and frames, durations, success (and how "
+             "many outcomes an operator marked), size on disk, unfinished frames (with what to do), every feature "
+             "(name, kind, dtype, shape, units, topic), the tasks and the label runs. It reads the metadata only, "
+             "not the recorded chunks: `validate` reads those.",
              "  robot-stack data info demo.zarr\n"
              "  robot-stack data info demo.zarr --episodes     one line per episode too\n"
              "  robot-stack data info demo.zarr --json | jq .success_rate")
@@ -58,8 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = verb("validate", "read every chunk and check the index",
              "Read every committed chunk of every array and check the schema, episode index, episode rows, "
-             "timestamps and label runs. Prints each problem (a damaged chunk names its array, frames and "
-             "episode). Exit status: 0 all good, 1 problems found, 2 not a dataset.",
+             "timestamps and label runs. Prints each problem: a missing, truncated or corrupted chunk file, or "
+             "NaN/Inf values, names its array, frames and episodes; frames past the last commit (an unfinished "
+             "episode) are reported with the recover command. Exit status: 0 all good, 1 problems found, 2 not a "
+             "dataset.",
              "  robot-stack data validate demo.zarr\n"
              "  robot-stack data validate demo.zarr || echo damaged")
     _path(p)
@@ -76,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _episode(p)
     p.add_argument("-o", "--output", metavar="PNG", help="where to write the picture")
     p.add_argument("--frames", type=_positive_int, default=8, metavar="N", help="frames per camera (default: %(default)s)")
+    p.add_argument("--camera", metavar="NAME", help="show this camera only: its name as the launch took it "
+                   "(cameras:=agentview:84x84 -> agentview) or its feature (image.agentview); default every camera")
     p.set_defaults(func=view)
 
     p = verb("export-video", "an MP4 of one camera of an episode",
@@ -86,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "  robot-stack data export-video demo.zarr 3 --camera wrist_rgb -o wrist.mp4 --fps 15")
     _path(p)
     _episode(p)
-    p.add_argument("--camera", metavar="NAME", help="image feature to export (default: the only one)")
+    p.add_argument("--camera", metavar="NAME", help="the camera: its name as the launch took it (cameras:=agentview:84x84 "
+                   "-> agentview) or its feature (image.agentview); default the only one")
     p.add_argument("-o", "--output", metavar="MP4", help="where to write the video")
     p.add_argument("--fps", type=_positive_float, metavar="FPS", help="frame rate of the video (default: record_hz)")
     p.set_defaults(func=export_video)
@@ -129,6 +136,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--drop", action="store_true", help="delete the unfinished frames")
     p.add_argument("--task", metavar="TEXT", help="with --keep: the kept episode's task text")
     p.set_defaults(func=recover)
+
+    p = verb("mark", "record episodes' outcome (success or fail) beside the data",
+             "Mark episodes as succeeded or failed, e.g. to train with --reward success on data recorded "
+             "without outcomes. The marks are kept beside the recorded data (meta/marks) with who marked, when "
+             "and the outcome before; the recording itself is not changed. The last mark of an episode counts.",
+             "  robot-stack data mark demo.zarr 3 success\n"
+             "  robot-stack data mark demo.zarr 0,2,5 fail\n"
+             "  robot-stack data mark demo.zarr 4-9 success --by ada\n"
+             "  robot-stack data mark demo.zarr all fail")
+    _path(p)
+    p.add_argument("episodes", metavar="EPISODES", help="an index (3, -1 = last), a list (0,2,5), a range (4-9) or all")
+    p.add_argument("outcome", choices=("success", "fail"), help="what happened in those episodes")
+    p.add_argument("--by", metavar="NAME", help="who marks them (default: the login name)")
+    p.set_defaults(func=mark)
 
     p = verb("merge", "several datasets -> one new dataset",
              "Copy the committed episodes of every PATH, in order, into the new dataset OUT. They must share "
@@ -213,11 +234,18 @@ def info(args: argparse.Namespace) -> int:
 def validate(args: argparse.Namespace) -> int:
     from robot_stack.data.report import check
 
-    problems = check(args.path, progress=not args.quiet)
-    if not problems:
-        from robot_stack.data import Dataset
+    from robot_stack.data import Dataset
+    from robot_stack.errors import DatasetError
 
+    problems = check(args.path, progress=not args.quiet)
+    try:
         ds = Dataset.open(args.path)
+    except DatasetError:
+        ds = None  # check() said why
+    if ds is not None and ds.unfinished_frames:
+        problems.append(f"{ds.unfinished_frames} frames past the last committed episode (a recording that stopped "
+                        f"without commit or discard): run `robot-stack data recover {args.path} --keep` or `--drop`")
+    if not problems:
         print(f"{args.path}: OK ({ds.n_episodes} episodes, {ds.n_frames} frames, every chunk read)")
         return 0
     for problem in problems:
@@ -231,7 +259,7 @@ def view(args: argparse.Namespace) -> int:
     from robot_stack.data.view import episode_sheet
 
     ds = Dataset.open(args.path)
-    out = episode_sheet(ds, args.episode, args.output, frames_per_camera=args.frames)
+    out = episode_sheet(ds, args.episode, args.output, frames_per_camera=args.frames, camera=args.camera)
     print(f"wrote {out}")
     return 0
 
@@ -282,6 +310,16 @@ def recover(args: argparse.Namespace) -> int:
         print(f"{args.path}: kept {result.kept_frames} unfinished frames as episode {result.kept_episode}")
     else:
         print(f"{args.path}: dropped {result.dropped_frames} unfinished frames")
+    return 0
+
+
+def mark(args: argparse.Namespace) -> int:
+    from robot_stack.data import mark_episodes
+
+    marks = mark_episodes(args.path, args.episodes, args.outcome == "success", by=args.by)
+    changed = [m["episode"] for m in marks if m["previous"] != int(m["success"])]
+    print(f"{args.path}: marked episode{'s' if len(marks) != 1 else ''} {_ranges([m['episode'] for m in marks])} "
+          f"{args.outcome} ({len(changed)} changed; by {marks[0]['by']})")
     return 0
 
 

@@ -18,6 +18,8 @@ import torch
 from zarr.core.sync import sync  # runs a coroutine on Zarr's own event loop (what its sync API uses)
 
 from robot_stack.data.sampling import transition_index, window_index
+from robot_stack.data.check import dataset_damage
+from robot_stack.data.damage import damage_error, find_damage
 from robot_stack.data.dataset import Dataset
 from robot_stack.errors import DatasetError
 
@@ -33,9 +35,14 @@ class _FrameSource:
             raise DatasetError(f"{self.path} has no feature {missing[0]!r}; it has {sorted(ds.features)}")
         self.images = [name for name in features if ds.features[name].is_image]
         self.low_dim = {name: ds.frames(name) for name in features if name not in self.images}
+        # Images are read per batch: their files are checked now (a missing shard would read as black frames).
+        problems = dataset_damage(ds, self.images, decode=())
+        if problems:
+            raise DatasetError(f"{self.path}: {problems[0]} (`robot-stack data validate {self.path}` lists every problem)")
         self._arrays: dict[str, Any] | None = None
         self._pid = -1
         self.dataset = ds
+        self.dataset_ends = ds.episode_ends
 
     def __getstate__(self) -> dict:
         # Zarr handles are per process; workers reopen them (spawn pickles this, fork copies it).
@@ -56,7 +63,13 @@ class _FrameSource:
 
         # One read per frame (its own chunk), all in flight at once on Zarr's event loop; Zarr's integer
         # array selection (oindex) is 4x (unsharded) to 30x (sharded) slower here (zarr 3.1).
-        pixels = np.stack(sync(read_all()))
+        try:
+            pixels = np.stack(sync(read_all()))
+        except Exception:  # a corrupted chunk raises whatever its codec raises: find which frames, in one line
+            found = find_damage(name, self._arrays[name], self.path / "data" / name, int(unique[0]), int(unique[-1]) + 1)
+            if not found:
+                raise
+            raise damage_error(self.path, found, self.dataset_ends) from None
         return pixels[inverse].reshape(*frames.shape, *pixels.shape[1:])
 
 

@@ -62,10 +62,11 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
         "episode_length": {"min": int(table["length"].min()), "mean": float(table["length"].mean()),
                            "max": int(table["length"].max())} if ds.n_episodes else None,
         "success": {"succeeded": int((success == 1).sum()), "failed": int((success == 0).sum()),
-                    "unknown": int((success == UNKNOWN).sum())},
+                    "unknown": int((success == UNKNOWN).sum()), "marked": int(table["marked"].sum())},
         "success_rate": None if math.isnan(rate) else rate,
         "size_bytes": ds.size_bytes(),
         "unfinished_frames": ds.unfinished_frames,
+        "chunks_read": False,  # info reads metadata only; validate reads every chunk
         "features": [{"name": spec.name, **spec.to_json()} for spec in ds.features.values()],
         "tasks": tasks,
         "episodes_without_task": int((table["task"] == UNKNOWN).sum()),
@@ -119,7 +120,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"success    unknown for every episode ({s['unknown']})")
     else:
         lines.append(f"success    {info['success_rate']:.0%} of known outcomes ({s['succeeded']} succeeded, "
-                     f"{s['failed']} failed, {s['unknown']} unknown)")
+                     f"{s['failed']} failed, {s['unknown']} unknown)"
+                     + (f"; {s['marked']} marked by an operator (robot-stack data mark)" if s["marked"] else ""))
     if info["unfinished_frames"]:
         lines.append(f"unfinished {info['unfinished_frames']} frames past the last committed episode (a recording that "
                      f"stopped without commit or discard): run `robot-stack data recover {info['path']} --keep` or `--drop`")
@@ -149,6 +151,8 @@ def format_info(info: dict[str, Any]) -> str:
                                  "stale (the dataset changed since): recomputed when next used"))
     if info["provenance"]:
         lines.append(f"provenance {', '.join(info['provenance'])}")
+    lines.append(f"checked    metadata only, the recorded chunks were not read: run `robot-stack data validate "
+                 f"{info['path']}` to read every chunk")
     return "\n".join(lines)
 
 
@@ -166,7 +170,7 @@ def episode_rows(ds: Dataset) -> list[dict[str, Any]]:
     for i in range(ds.n_episodes):
         e = ds.episode_info(i)
         rows.append({"index": i, "start": e.start, "stop": e.stop, "length": e.length, "task": e.task_text,
-                     "success": e.success, "start_time": e.start_time, "duration": e.duration,
+                     "success": e.success, "marked": e.marked, "start_time": e.start_time, "duration": e.duration,
                      "operator": e.operator, "notes": e.notes})
     return rows
 
@@ -174,9 +178,11 @@ def episode_rows(ds: Dataset) -> list[dict[str, Any]]:
 def format_episodes(rows: list[dict[str, Any]]) -> str:
     lines = [f"  {'ep':>4}  {'frames':>7}  {'duration':>9}  {'success':7}  task / notes"]
     for row in rows:
-        success = {True: "yes", False: "no", None: "?"}[row["success"]]
+        success = {True: "yes", False: "no", None: "?"}[row["success"]] + (" (m)" if row["marked"] else "")
         extra = f"  [{row['notes']}]" if row["notes"] else ""
         lines.append(f"  {row['index']:>4}  {row['length']:>7}  {row['duration']:>8.2f}s  {success:7}  {row['task'] or '-'}{extra}")
+    if any(row["marked"] for row in rows):
+        lines.append("  (m): outcome marked by an operator (robot-stack data mark), not recorded")
     return "\n".join(lines)
 
 

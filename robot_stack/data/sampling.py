@@ -3,8 +3,9 @@
 The rules (docs/dataset.md, "Samplers"):
 
 - Reward per frame r_f comes from a source: "success" (1.0 at the last frame of a successful episode,
-  else 0), "feature:<name>" (a recorded per-frame reward, e.g. sim ground truth), or "label:<run>"
-  (labels/<run>/reward). r_f rewards the state observed at frame f.
+  else 0; refused when no episode succeeded), "feature:<name>" (a recorded per-frame reward, e.g. sim
+  ground truth), "label:<run>" (labels/<run>/reward), or "none" (0: behaviour cloning). r_f rewards
+  the state observed at frame f.
 - An episode of T frames gives T - 1 transitions t -> t + 1 (no transition crosses an episode end);
   transition t earns r_{t+1}, the reward of the state its action led to.
 - The last transition of an episode is `terminal` if the episode succeeded (success == 1: the task is
@@ -36,9 +37,17 @@ from robot_stack.errors import DatasetError
 def frame_rewards(ds: Dataset, source: str) -> np.ndarray:
     """Reward of every committed frame, float32 [n_frames], from `source` (see the module docstring)."""
     kind, _, name = source.partition(":")
+    if source == "none":
+        return np.zeros(ds.n_frames, np.float32)
     if source == "success":
+        success = ds.success
+        if not (success == 1).any():
+            raise DatasetError(
+                f"reward source 'success': no episode of {ds.path} is marked successful ({int((success == 0).sum())} "
+                f"failed, {int((success == -1).sum())} unknown), so every reward would be 0: mark the episodes that "
+                f"succeeded with `robot-stack data mark {ds.path} EPISODES success` (EPISODES: e.g. 3, 0,2,5, 4-9)")
         reward = np.zeros(ds.n_frames, np.float32)
-        reward[ds.episode_ends[ds.success == 1] - 1] = 1.0
+        reward[ds.episode_ends[success == 1] - 1] = 1.0
         return reward
     if kind == "feature" and name:
         spec = ds.features.get(name)
@@ -52,7 +61,7 @@ def frame_rewards(ds: Dataset, source: str) -> np.ndarray:
             raise DatasetError(f"labels/{name} cover {len(labels.reward)} frames but {ds.path} has {ds.n_frames} "
                                "committed: label the dataset again (it gained episodes since)")
         return labels.reward
-    raise DatasetError(f"unknown reward source {source!r}: use 'success', 'feature:<name>' or 'label:<run>'")
+    raise DatasetError(f"unknown reward source {source!r}: use 'success', 'feature:<name>', 'label:<run>' or 'none'")
 
 
 @dataclass(frozen=True)

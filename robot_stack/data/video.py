@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from robot_stack.data.report import episode_index
 from robot_stack.data.dataset import Dataset
-from robot_stack.data.view import default_output
+from robot_stack.data.report import episode_index
+from robot_stack.data.view import camera_feature, default_output
 from robot_stack.errors import DatasetError
 
 READ_BLOCK_FRAMES = 64
@@ -33,20 +33,6 @@ class VideoResult:
     fps: float
     codec: str  # the encoder used: libx264, or mpeg4 when H.264 is not available
     size: tuple[int, int]  # width, height of the video (even)
-
-
-def camera_feature(ds: Dataset, camera: str | None) -> str:
-    """The image feature to use: `camera`, or the only one; DatasetError listing the cameras otherwise."""
-    cameras = [name for name, spec in ds.features.items() if spec.is_image]
-    if not cameras:
-        raise DatasetError(f"{ds.path} has no image features, so there is no camera to export")
-    if camera is None:
-        if len(cameras) > 1:
-            raise DatasetError(f"{ds.path} has {len(cameras)} cameras: choose one with --camera ({', '.join(cameras)})")
-        return cameras[0]
-    if camera not in cameras:
-        raise DatasetError(f"{ds.path} has no camera {camera!r}: its image features are {', '.join(cameras)}")
-    return camera
 
 
 def h264_available() -> bool:

@@ -91,9 +91,7 @@ def reward_source(ds: Dataset, reward: str) -> str:
             raise LearnError(f"{ds.path} has no label run {run!r} (runs: {ds.label_runs() or 'none'}): "
                              "run a labeling job first, or use --reward sim / success")
         return f"label:{run}"
-    if reward in ("success", "none"):
-        return "success"
-    return reward  # feature:<name>
+    return reward  # success, none, feature:<name>: the sampler's own names
 
 
 def build_replay(ds: Dataset, spec: ObservationSpec, reward: str, *, n_step: int = 1, gamma: float = 0.99,

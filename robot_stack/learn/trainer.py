@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from robot_stack import __version__
-from robot_stack.data import Dataset
+from robot_stack.data import Dataset, dataset_damage
 from robot_stack.errors import DatasetError, LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm
@@ -163,6 +163,12 @@ class Trainer:
             self.dataset = Dataset.open(config.dataset)
         except DatasetError as error:
             raise LearnError(f"cannot train on {config.dataset}: {error}") from None
+        # Before anything reads the data: missing chunks would load as zeros, NaN would surface as a loss.
+        low_dim = [name for name, spec in self.dataset.features.items() if not spec.is_image]
+        damage = dataset_damage(self.dataset, decode=low_dim + list(config.images))
+        if damage:
+            raise LearnError(f"cannot train on {config.dataset}: {damage[0]} (`robot-stack data validate "
+                             f"{config.dataset}` lists every problem)")
         self.fingerprint = self.dataset.fingerprint()
         if checkpoint is not None and checkpoint["dataset_fingerprint"] != self.fingerprint:
             raise LearnError(f"{config.dataset} changed since run {resume} started (fingerprint "
