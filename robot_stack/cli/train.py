@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from robot_stack.cli import arguments
 
@@ -25,7 +26,7 @@ examples:
   robot-stack train --algo bc --dataset data/lift.zarr --obs eef_pose,object_pose
   robot-stack train --algo cql --dataset data/lift.zarr --images image.agentview --set algorithm.alpha=10
   robot-stack train --algo td3bc --dataset data/lift.zarr --images image.agentview --image-encoder clip:ViT-B-32/openai
-  robot-stack train --resume runs/iql-reach2d-20261121-101500 --steps 50000
+  robot-stack train --resume runs/iql-reach2d-20261121-101500 --steps 50000 --device cuda --eval-every 5000
   robot-stack train --algo iql --dataset d.zarr --print-config
 
 Bad input (no dataset, unknown feature, missing label run, bad config key) is a one-line error, exit 2."""
@@ -51,10 +52,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set algorithm.expectile=0.9 (repeatable)")
     parser.add_argument("--out", help="run folder (default runs/<algo>-<dataset>-<time>)")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its latest checkpoint")
+    parser.add_argument("--resume", metavar="RUN",
+                        help="continue the run in this folder from its latest checkpoint, with its saved config; "
+                             f"{', '.join(RESUME_APPLIES)} apply, flags that change what it learns are refused")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+# With --resume: flags that change how long, where and how the run is evaluated apply (flag -> TrainConfig field,
+# config.RESUME_SETTINGS); flags that say what it learns must match its saved config or be left out.
+RESUME_APPLIES = {"--steps": "steps", "--device": "device", "--eval-every": "eval_every",
+                  "--eval-episodes": "eval_episodes"}
+RESUME_MUST_MATCH = {"--algo": "algo", "--dataset": "dataset", "--reward": "reward", "--obs": "observations",
+                     "--images": "images", "--image-encoder": "image_encoder", "--batch-size": "batch_size",
+                     "--seed": "seed"}
+
+
+def _dest(flag: str) -> str:
+    return {"--obs": "obs"}.get(flag, flag[2:].replace("-", "_"))
 
 
 def _names(text: str) -> list[str]:
@@ -79,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
     from robot_stack.learn.trainer import Trainer
 
     if args.resume:
-        trainer = Trainer(resume=args.resume, steps=args.steps, progress=not args.no_progress)
+        changes = _resume_changes(args)
+        if args.print_config:
+            from robot_stack.learn.config import resumed_config
+
+            print(resumed_config(_saved_config(args.resume), changes).to_yaml(), end="")
+            return 0
+        trainer = Trainer(resume=args.resume, changes=changes, progress=not args.no_progress)
     else:
         if not args.algo and not args.config:
             raise LearnError("give --algo (iql, cql, td3bc, bc), or --resume RUN")
@@ -95,3 +117,36 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.run()
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _saved_config(run: str):
+    from robot_stack.learn.config import config_from_dict
+    from robot_stack.learn.trainer import latest_checkpoint, load_checkpoint
+
+    return config_from_dict(load_checkpoint(latest_checkpoint(Path(run)), "cpu")["config"])
+
+
+def _resume_changes(args: argparse.Namespace) -> dict:
+    """The saved-config changes --resume applies; LearnError naming every flag that would change what the run learns."""
+    from robot_stack.errors import LearnError
+
+    saved = _saved_config(args.resume)
+    conflicts = []
+    for flag, field in RESUME_MUST_MATCH.items():
+        given, kept = getattr(args, _dest(flag)), getattr(saved, field)
+        same = given == kept or (field == "dataset" and given is not None and Path(given).resolve() == Path(kept).resolve())
+        if given is not None and not same:
+            conflicts.append(f"{flag} {_shown(given)} (the run's: {_shown(kept)})")
+    out_elsewhere = args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve()
+    conflicts += [flag for flag, given in (("--config", args.config), ("--set", args.set), ("--out", out_elsewhere))
+                  if given]
+    if conflicts:
+        raise LearnError(f"--resume {args.resume} continues that run with its saved config, so "
+                         f"{', '.join(conflicts)} cannot apply: leave them out ({', '.join(RESUME_APPLIES)} do apply), "
+                         "or train a new run with them")
+    return {field: getattr(args, _dest(flag)) for flag, field in RESUME_APPLIES.items()
+            if getattr(args, _dest(flag)) is not None}
+
+
+def _shown(value) -> str:
+    return (",".join(map(str, value)) or "default") if isinstance(value, list) else str(value)

@@ -267,6 +267,22 @@ def load_config(algo: str | None = None, path: str | Path | None = None, overrid
     return config
 
 
+RESUME_SETTINGS = ("steps", "device", "eval_every", "eval_episodes")
+"""TrainConfig fields a resumed run takes new values of: how long, where and how it is evaluated. The other
+fields say what it learns (its checkpoint's networks, optimizer state and data depend on them) and stay."""
+
+
+def resumed_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """A run's saved config with new values of RESUME_SETTINGS fields, checked; LearnError for any other field."""
+    refused = sorted(set(changes) - set(RESUME_SETTINGS))
+    if refused:
+        raise LearnError(f"a resumed run keeps its saved {', '.join(refused)}; only {', '.join(RESUME_SETTINGS)} "
+                         "can change (train a new run to change the rest)")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    typed = {key: _coerce(value, fields[key].default, key) for key, value in changes.items()}
+    return dataclasses.replace(saved, **typed)  # __post_init__ checks the new values
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from to_dict() output (a saved run)."""
     data = dict(data)

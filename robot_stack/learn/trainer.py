@@ -35,7 +35,7 @@ from robot_stack.data import Dataset, dataset_damage
 from robot_stack.errors import DatasetError, LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm
-from robot_stack.learn.config import TrainConfig, config_from_dict
+from robot_stack.learn.config import TrainConfig, config_from_dict, resumed_config
 from robot_stack.learn.evaluate import PolicyRunner, evaluate, make_env, sim_task_of
 from robot_stack.learn.observations import ObservationSpec, build_spec
 from robot_stack.learn.replay import ReplayBuffer, build_replay
@@ -139,16 +139,18 @@ class Trainer:
     """Builds the run from a TrainConfig (or resumes one) and trains it: `Trainer(config).run()`."""
 
     def __init__(self, config: TrainConfig | None = None, *, resume: str | Path | None = None,
-                 steps: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+                 steps: int | None = None, changes: dict[str, Any] | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
         """A new run from `config`, or the run in folder `resume` continued from its latest checkpoint
-        (to `steps` total updates if given, else to its configured steps)."""
+        (to `steps` total updates if given, else to its configured steps), with `changes` to its saved config
+        (only the fields in config.RESUME_SETTINGS: device, evaluation, steps)."""
         self.log = log or (lambda text: print(text, file=sys.stderr))
         self.progress = progress
         self.start_step = 0
         checkpoint = None
         if resume is not None:
             checkpoint = load_checkpoint(latest_checkpoint(Path(resume)), "cpu")
-            config, self.run_dir = config_from_dict(checkpoint["config"]), Path(resume)
+            config, self.run_dir = resumed_config(config_from_dict(checkpoint["config"]), changes or {}), Path(resume)
             self.start_step = int(checkpoint["step"])
         if config is None:
             raise LearnError("give a TrainConfig or a run folder to resume")
