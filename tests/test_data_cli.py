@@ -488,3 +488,35 @@ def test_the_features_file_example_in_the_docs_loads(tmp_path):
     (tmp_path / "features.yaml").write_text(example[: example.index("```")])
     config = load_config(tmp_path / "features.yaml")
     assert [f.name for f in config.features] == ["joint_pos", "wrist_rgb", "action"] and config.task == "pick the cube"
+
+
+# ---- camera names: the launch's (cameras:=agentview:84x84) and the feature's (image.agentview)
+
+
+@pytest.fixture(scope="module")
+def launch_cameras(tmp_path_factory) -> Path:
+    """Two cameras named as the recorder names a launch's cameras:=agentview:32x32,top:32x32."""
+    features = [FEATURES[0], FEATURES[1], FeatureSpec("image.agentview", "uint8", IMAGE, "image"),
+                FeatureSpec("image.top", "uint8", IMAGE, "image")]
+    path = tmp_path_factory.mktemp("cams") / "cams.zarr"
+    writer = DatasetWriter.create(path, robot=ROBOT, record_hz=RECORD_HZ, features=features)
+    frames = episode_frames(0, 12)
+    writer.append_frames({"joint_pos": frames["joint_pos"], "action": frames["action"], "timestamp": frames["timestamp"],
+                          "image.agentview": frames["wrist_rgb"], "image.top": 255 - frames["wrist_rgb"]})
+    writer.commit_episode("pick the cube", True)
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("camera", ["agentview", "image.agentview"])
+def test_export_video_and_view_take_the_camera_name_the_launch_took(camera, capsys, launch_cameras, tmp_path):
+    code, out, err = run(capsys, "export-video", launch_cameras, "0", "--camera", camera, "-o", tmp_path / "a.mp4")
+    assert code == 0 and "image.agentview, 12 frames" in out, err
+    code, out, err = run(capsys, "view", launch_cameras, "0", "--camera", camera, "-o", tmp_path / "a.png")
+    assert code == 0 and (tmp_path / "a.png").stat().st_size > 0, err
+
+
+def test_a_wrong_camera_name_lists_the_cameras_that_exist(capsys, launch_cameras, tmp_path):
+    for verb in ("export-video", "view"):
+        code, _, err = run(capsys, verb, launch_cameras, "0", "--camera", "wrist", "-o", tmp_path / "x")
+        assert_one_line_error(code, err, "has no camera 'wrist': its cameras are agentview (image.agentview), top (image.top)")
