@@ -120,6 +120,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--record-hz", type=_positive_float, metavar="HZ",
                    help="frames a second (default: 20, the recorder's default)")
     p.add_argument("--task", metavar="TEXT", help="task text of the episodes (default: the features file's task)")
+    p.add_argument("--stamp", choices=["receive", "header"], default="receive",
+                   help="what times each message: its receive time in the bag (what the recorder sees live), or "
+                        "its header stamp, so a camera frame that arrived late still pairs with the joint states "
+                        "of the moment it was taken; messages without a header keep their receive time "
+                        "(default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=import_bag)
 
@@ -282,7 +287,7 @@ def import_bag(args: argparse.Namespace) -> int:
     from robot_stack.record import STALE_PREFIX
 
     ds = import_bags(args.bags, args.out, args.features_file, record_hz=args.record_hz, task=args.task,
-                     progress=not args.quiet)
+                     progress=not args.quiet, stamp=args.stamp)
     print(f"wrote {ds.path}: {ds.n_episodes} episode{'s' if ds.n_episodes != 1 else ''}, {ds.n_frames} frames "
           f"at {ds.record_hz:g} Hz")
     for index in range(ds.n_episodes):
