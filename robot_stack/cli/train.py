@@ -21,7 +21,7 @@ reward sources:
   labels/<run>   a reward-labeling run stored in the dataset (robot-stack label ...)
   none           no reward (bc only)
 
-examples:
+examples (paths are relative to the folder you run in):
   robot-stack train --algo iql --dataset data/reach2d.zarr --reward sim --steps 20000
   robot-stack train --algo bc --dataset data/lift.zarr --obs eef_pose,object_pose
   robot-stack train --algo cql --dataset data/lift.zarr --images image.agentview --set algorithm.alpha=10
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="a YAML config file (TrainConfig keys; algorithm: {...})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set algorithm.expectile=0.9 (repeatable)")
-    parser.add_argument("--out", help="run folder (default runs/<algo>-<dataset>-<time>)")
+    parser.add_argument("--out", help="run folder (default runs/<algo>-<dataset>-<time> in the working folder)")
     parser.add_argument("--resume", metavar="RUN",
                         help="continue the run in this folder from its latest checkpoint, with its saved config; "
                              f"{', '.join(RESUME_APPLIES)} apply, flags that change what it learns are refused")
