@@ -108,7 +108,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_launch(parent_pid: int) -> None:
-    """In the child before exec: get SIGTERM if the launch dies, so no node outlives a killed launch."""
+    """In the child before exec: get SIGTERM if the launch dies, so no node outlives a killed launch.
+
+    The kernel sends it when the launch thread the node is attached to exits, and again for each launch
+    thread it is then handed to, so a node of a killed launch may get several SIGTERMs within milliseconds
+    (strace showed three): a node must treat repeated signals as one (the recorder does, and commits)."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
         if os.getppid() != parent_pid:  # the launch died before prctl took effect
