@@ -128,3 +128,31 @@ def test_the_package_form_collects_from_any_folder(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     dataset = Dataset.open(tmp_path / "data" / "reach2d.zarr")
     assert dataset.n_episodes == 1 and dataset.episode_info(0).operator == "ada"
+
+
+def documented_launch_commands() -> list[str]:
+    """Command lines `robot-stack launch ...` in the README, docs/*.md and the demo launch file's comment."""
+    sources = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "launch" / "demo.launch.yaml"]
+    lines = []
+    for path in sources:
+        for line in path.read_text().splitlines():
+            line = line.lstrip("#").strip()
+            if line.startswith("robot-stack launch ") and "FILE" not in line and "ARG:=VALUE" not in line:
+                lines.append(line)
+    return lines
+
+
+def test_documented_launch_commands_work_from_any_folder(tmp_path):
+    commands = documented_launch_commands()
+    assert len(commands) >= 5
+    for line in commands:
+        command, _, comment = line.partition("#")
+        words = command.split()
+        if words[2] != "robot_stack":  # a path: the docs must say what it is relative to
+            assert "relative" in comment, line
+            continue
+        # The package form resolves (file, included files, parameter files) from a folder that is not the repo.
+        arguments = [word for word in words[4:] if ":=" in word]
+        result = subprocess.run([ROBOT_STACK, "launch", "robot_stack", words[3], *arguments, "--show-args"],
+                                cwd=tmp_path, env=fresh_dds_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "Arguments" in result.stdout, line + "\n" + result.stderr
