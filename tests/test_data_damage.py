@@ -242,6 +242,7 @@ def test_a_background_write_failure_says_the_episode_is_lost_in_an_operators_ter
     assert message.startswith("the episode being recorded is lost: cannot write frames 1-")
     assert "the file system is read-only" in message and "Committed episodes are intact" in message
     assert "discard_episode" not in message and "disk is full" not in message
+    assert failure.value.__cause__.errno == errno.EROFS  # a recorder can tell the cause from the exception
     with pytest.raises(DatasetError, match="the episode being recorded is lost"):
         writer.append_frame(frame)  # and it stays so until the episode is dropped
     writer.discard_episode()

@@ -284,7 +284,7 @@ class DatasetWriter:
 
     def _check_not_failed(self) -> None:
         if self._failed is not None:
-            raise DatasetError(f"the episode being recorded is lost: {self._failed}")
+            raise DatasetError(f"the episode being recorded is lost: {self._failed}") from self._failed.__cause__
 
     def _write_frames(self, buffers: dict[str, np.ndarray], start: int, n: int) -> int:
         """Write frames [start, start + n) of every feature (on the background thread); returns start + n."""
