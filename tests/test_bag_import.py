@@ -93,8 +93,8 @@ def late_camera_bag(tmp_path_factory) -> Path:
 
 def test_header_stamps_pair_a_late_camera_frame_with_the_joint_states_of_its_moment(capsys, late_camera_bag, tmp_path):
     features = late_camera_bag / "features.yaml"
-    code, out, err = run(capsys, "import-bag", late_camera_bag / "bag", tmp_path / "header.zarr", "--features", features,
-                         "--record-hz", 20, "--stamp", "header", "-q")
+    code, _, err = run(capsys, "import-bag", late_camera_bag / "bag", tmp_path / "header.zarr", "--features",
+                       features, "--record-hz", 20, "--stamp", "header", "-q")
     assert code == 0, err
     ds = Dataset.open(tmp_path / "header.zarr")
     tick_ms = np.rint((ds.frames("timestamp") - START_NS / 1e9) * 1000).astype(int)

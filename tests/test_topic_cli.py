@@ -223,8 +223,11 @@ def test_typed_echo_names_the_other_type_a_late_publisher_sends(monkeypatch):
     try:
         ros.create_node("graph_watcher")
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-                e["kind"] == "subscription" and e["topic"] == "/chatter" for e in default_context.transport("dds").endpoints()):
+        def subscribed() -> bool:
+            endpoints = default_context.transport("dds").endpoints()
+            return any(e["kind"] == "subscription" and e["topic"] == "/chatter" for e in endpoints)
+
+        while time.monotonic() < deadline and not subscribed():
             time.sleep(0.05)
     finally:
         ros.shutdown()

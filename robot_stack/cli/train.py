@@ -134,7 +134,8 @@ def _resume_changes(args: argparse.Namespace) -> dict:
     conflicts = []
     for flag, field in RESUME_MUST_MATCH.items():
         given, kept = getattr(args, _dest(flag)), getattr(saved, field)
-        same = given == kept or (field == "dataset" and given is not None and Path(given).resolve() == Path(kept).resolve())
+        same = given == kept or (field == "dataset" and given is not None
+                                 and Path(given).resolve() == Path(kept).resolve())
         if given is not None and not same:
             conflicts.append(f"{flag} {_shown(given)} (the run's: {_shown(kept)})")
     out_elsewhere = args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve()

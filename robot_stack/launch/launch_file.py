@@ -21,7 +21,8 @@ The accepted syntax is the ``launch_ros`` YAML frontend, so the same file runs u
 
 Entries are evaluated in order, like ``ros2 launch`` does: an ``arg`` takes the command-line value or
 its default, ``let`` sets a value, an ``include`` shares the includer's values, a scoped ``group``
-(the default) forgets what was set inside it.
+(the default) forgets what was set inside it. ``if``/``unless`` take true/false/1/0 in any case, so a
+test can be written in place: ``unless: $(equals $(var teleop) none)``, ``if: $(eval '$(var n) > 2')``.
 """
 
 from __future__ import annotations
