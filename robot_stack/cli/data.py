@@ -1,7 +1,7 @@
 """``robot-stack data``: look at, check, picture, export, import, repair, merge and split datasets.
 
-Thin: argument parsing and printing; the work is in robot_stack.data (store, merge, stats, report,
-view, video, bag_import). Bad input (no dataset at the path, an episode or camera that is not there,
+Thin: argument parsing and printing; the work is in robot_stack.data (dataset, check, recover, marks,
+merge, stats, report, view, video, bag_import). Bad input (no dataset at the path, an episode or camera that is not there,
 a features file that does not fit a bag) is a one-line error, exit status 2.
 """
 
@@ -17,7 +17,8 @@ from robot_stack.cli import arguments
 
 DESCRIPTION = """\
 Work with robot_stack datasets (Zarr v3 folders, NAME.zarr; docs/dataset.md is the schema).
-Nothing here changes recorded data, except `recover`, which settles an unfinished episode."""
+Nothing here changes recorded data, except `recover`, which settles an unfinished episode
+(`mark` adds episodes' outcomes beside the recorded data)."""
 
 EPILOG = """\
 examples:

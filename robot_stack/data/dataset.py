@@ -153,7 +153,8 @@ class Dataset:
         return self._store.data[name]
 
     def frames(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Committed frames [start, stop) of a feature: [stop - start, *shape]."""
+        """Committed frames [start, stop) of a feature: [stop - start, *shape]. Missing, broken or corrupted
+        chunk files and NaN/Inf are a DatasetError naming the array, frames and episodes (robot_stack.data.damage)."""
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
         return read_frames(self.path, name, self.array(name), start, stop, self.episode_ends)
 
