@@ -19,17 +19,20 @@ stops the launch with an error naming it. Only `pkg: robot_stack` executables ca
 `ros2 launch` on a ROS 2 machine for other packages."""
 
 EPILOG = """\
-examples:
+examples (the package form works from any folder, as `ros2 launch PACKAGE FILE` does):
   run the demo with its defaults (10 s at 100 Hz), then with shorter, slower settings:
-    robot-stack launch launch/demo.launch.yaml
-    robot-stack launch launch/demo.launch.yaml duration:=3 rate_hz:=50
-  the same file found in robot_stack's share folder, as `ros2 launch PACKAGE FILE` does:
     robot-stack launch robot_stack demo.launch.yaml
+    robot-stack launch robot_stack demo.launch.yaml duration:=3 rate_hz:=50
+  collect 3 episodes with the scripted expert (dataset: relative to the folder you run in):
+    robot-stack launch robot_stack collect.launch.yaml task:=reach2d episodes:=3 dataset:=data/reach.zarr
   list the file's arguments with their defaults:
-    robot-stack launch launch/demo.launch.yaml --show-args
+    robot-stack launch robot_stack collect.launch.yaml --show-args
+  a file by its path (relative to the folder you run in; launch/ is the repository's):
+    robot-stack launch launch/demo.launch.yaml
 
 exit status: 0 when stopped by Ctrl-C/SIGTERM, when a node with `on_exit: shutdown` exits 0 or
-when every node exited 0; 1 when a node failed; 2 for a bad launch file or argument."""
+when every node exited 0; 1 when a node failed, `on_exit: shutdown` or not (a scripted collect whose
+recorder committed fewer episodes than asked); 2 for a bad launch file or argument."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
