@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec, validate
@@ -32,23 +33,18 @@ LENGTHS = (6, 5, 7)  # episodes 0: frames 0-5, 1: 6-10, 2: 11-17
 SHARD = 4  # image frames per shard file: shard k holds frames 4k..4k+3
 
 
-def make_dataset(path: Path, action: np.ndarray | None = None) -> Path:
+def make_dataset(path: Path) -> Path:
     writer = DatasetWriter.create(path, robot={"name": "test_arm"}, record_hz=10, features=FEATURES,
                                   tasks=["pick"], image_shard_frames=SHARD)
-    first = 0
     for key, n in enumerate(LENGTHS):
         i = np.arange(n)
-        actions = np.sin(key + i[:, None] * np.arange(1, 3) / 3).astype(np.float32)
-        if action is not None:
-            actions = action[first : first + n]
         writer.append_frames({
             "joint_pos": (key * 10 + i[:, None] + np.arange(3) / 10).astype(np.float32),
-            "action": actions,
+            "action": np.sin(key + i[:, None] * np.arange(1, 3) / 3).astype(np.float32),
             "image.wrist": np.full((n, *IMAGE), 50 + key, np.uint8),
             "timestamp": 100.0 * key + i / 10,
         })
         writer.commit_episode("pick", key != 1, operator="ada")
-        first += n
     writer.close()
     return path
 
@@ -160,14 +156,16 @@ def test_garbage_in_an_array_description_is_one_line_everywhere(clean, tmp_path,
         assert "data/action/zarr.json is damaged" in out + err, (verb, out, err)
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf"])
-def test_nan_or_inf_actions_are_damage_validate_reports(bad, tmp_path, capsys):
-    action = np.zeros((sum(LENGTHS), 2), np.float32)
-    action[8, 1] = float(bad)  # episode 1 (frames 6-10)
-    path = make_dataset(tmp_path / "nan.zarr", action=action)
+@pytest.mark.parametrize("feature, bad", [("action", "nan"), ("action", "inf"), ("joint_pos", "-inf")])
+def test_nan_or_inf_actions_or_states_are_damage_validate_reports(feature, bad, clean, tmp_path, capsys):
+    path = _copy(clean, tmp_path)
+    array = zarr.open_array(path / "data" / feature, mode="r+")  # rewritten whole, as a bad tool would
+    values = array[:]
+    values[8, 1] = float(bad)  # episode 1 (frames 6-10)
+    array[:] = values
     problems = validate(path, progress=False)
-    assert problems == [f"data/action: frames 8-8 hold NaN or Inf values; they belong to episode 1: restore the dataset "
-                        "from a backup copy, or re-record those episodes"]
+    assert problems == [f"data/{feature}: frames 8-8 hold NaN or Inf values; they belong to episode 1: restore the "
+                        "dataset from a backup copy, or re-record those episodes"]
     code, out, _ = _cli(capsys, "data", "validate", path, "-q")
     assert code == 1 and f"problem: {problems[0]}" in out
     with pytest.raises(DatasetError) as failure:
@@ -262,8 +260,6 @@ def reach(tmp_path_factory) -> Path:
 
 
 def _nan_action(path: Path) -> None:
-    import zarr
-
     action = zarr.open_array(path / "data" / "action", mode="r+")  # rewrites the chunk as a bad tool would
     values = action[:]
     values[30, 0] = np.nan
