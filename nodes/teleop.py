@@ -11,8 +11,9 @@ Sources (parameter ``source``):
   first one it does not commit (a refused start, a full disk, a write error) stops the teleop with
   "committed N of M episodes: <the recorder's reason>" and exit status 1, so a collect launch fails.
 
-Every source logs what the recorder reports (commits, refusals) as it happens. ``teleop --help`` lists
-the parameters and topics (INTERFACE).
+An operator's source (keyboard, gamepad, SpaceMouse) logs what the recorder reports (commits,
+refusals, write errors) as it happens, so the terminal shows whether a word took effect. ``teleop --help``
+lists the parameters and topics (INTERFACE).
 """
 
 from __future__ import annotations

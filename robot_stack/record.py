@@ -766,7 +766,8 @@ class Recorder:
             free = disk_free_mb(self.path)
         except OSError:
             free = None
-        full = (cause is not None and cause.errno == errno.ENOSPC) or (free is not None and free < max(1.0, self.min_free_mb))
+        # The store may not pass the OSError on (a background write's): then the free space tells.
+        full = cause.errno == errno.ENOSPC if cause is not None else free is not None and free < max(1.0, self.min_free_mb)
         if full:
             what = f"the disk holding {self.path} is full" + (f" ({free:.0f} MB free)" if free is not None else "")
             todo = "free space, then start a new episode"

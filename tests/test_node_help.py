@@ -42,7 +42,7 @@ def test_node_help_lists_parameters_with_types_and_defaults_and_topics_without_s
     assert lines[0].startswith(f"usage: {name} [--ros-args")
     for spec in interface.parameters:
         (line,) = [line for line in lines if line.split()[:1] == [spec.name]]
-        assert f" {spec.type_word} " in line and f"{spec.default!r}: {spec.meaning}" in line
+        assert f" {spec.type_word} " in line and f"{spec.default_text}: {spec.meaning}" in line
     assert "publishes (out):" in result.stdout
     for topic in interface.publishes + interface.subscribes:
         assert f"  {topic.name}  [{topic.type}]" in result.stdout

@@ -109,6 +109,15 @@ class ParameterSpec:
     def type_word(self) -> str:
         return _TYPE_WORDS[parameter_type(self.default)]
 
+    @property
+    def default_text(self) -> str:
+        """The default as it is written after -p NAME:= (true, 20.0, 'text', [a, b])."""
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, (list, tuple)):
+            return "[" + ", ".join(str(v) for v in self.default) + "]"
+        return repr(self.default)
+
     def check(self, value: Any, node: str) -> None:
         where = f"parameter '{self.name}' of node '{node}'"
         if self.choices and value not in self.choices:
@@ -166,7 +175,7 @@ class NodeInterface:
         width = max(len(spec.name) for spec in self.parameters) if self.parameters else 0
         for spec in self.parameters:
             extra = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
-            lines.append(f"  {spec.name:<{width}}  {spec.type_word:<8} {spec.default!r}: {spec.meaning}{extra}")
+            lines.append(f"  {spec.name:<{width}}  {spec.type_word:<8} {spec.default_text}: {spec.meaning}{extra}")
         for title, topics in (("subscribes to (in)", self.subscribes), ("publishes (out)", self.publishes)):
             if topics:
                 lines += ["", f"{title}:"]
