@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
-from test_recorder import Driver, features_file, start_recorder
+from test_recorder import Driver, features_file, fill, small_disk, start_recorder  # noqa: F401 (small_disk: a fixture)
 
 from robot_stack import ros
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec, validate
@@ -84,6 +84,23 @@ def test_a_collect_launch_that_commits_every_episode_counts_them_and_exits_0(dds
     assert result.returncode == 0, output[-3000:]
     assert "episode 1/2 committed: success" in output and "episode 2/2 committed: success" in output
     assert Dataset.open(dataset).n_episodes == 2
+
+
+def test_a_disk_that_fills_during_collection_stops_it_with_the_count_of_what_was_committed(small_disk, dds_env):
+    dataset = small_disk / "filled.zarr"
+    fill(small_disk, "ballast", leave_bytes=600_000)  # room for a few episodes of camera frames, not for 50
+    result = run_collect(f"dataset:={dataset}", "episodes:=50", "min_free_mb:=0", "cameras:=top:96x96")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    summary = last_line(result)
+    assert "committed " in summary and " of 50 episodes: the recorder did not record episode " in summary, output[-3000:]
+    assert f"recording stopped: the disk holding {dataset} is full" in summary and "free space" in summary
+    assert "Traceback" not in output and "()" not in summary
+    committed = int(summary.split("committed ", 1)[1].split(" of ", 1)[0])
+    (small_disk / "ballast").unlink()
+    ds = Dataset.open(dataset)
+    assert ds.n_episodes == committed < 50  # what the operator is told is what is in the dataset
+    assert validate(dataset, progress=False) == []
 
 
 @pytest.mark.parametrize("argument, message", [
