@@ -170,6 +170,8 @@ def test_collect_launch_records_scripted_episodes_with_the_commanded_actions(ros
     output = log.read_text()
     assert launch.returncode == 0, output[-4000:]
     assert "teleop-3 exited and has on_exit: shutdown" in output
+    # The teleop counts what the recorder's status confirmed as committed, not what it sent.
+    assert [f"episode {n}/3 committed: success" in output for n in (1, 2, 3)] == [True] * 3
 
     ds = Dataset.open(dataset)
     assert (ds.n_episodes, ds.unfinished_frames) == (3, 0), output[-3000:]
