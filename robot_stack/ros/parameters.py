@@ -160,9 +160,10 @@ class NodeInterface:
             else:
                 try:
                     value = node.declare_parameter(spec.name, spec.default).value
-                except RosError:
-                    raise
-                except Exception as error:  # rclpy's InvalidParameterTypeException (rclpy is not imported here)
+                except Exception as error:
+                    # rclpy's InvalidParameterTypeException, by name: robot_stack never imports rclpy.
+                    if type(error).__name__ != "InvalidParameterTypeException":
+                        raise
                     raise RosError(f"parameter '{spec.name}' takes a {spec.type_word} (default {spec.default!r}): "
                                    f"{error}") from None
             spec.check(value, node.get_fully_qualified_name())
