@@ -260,6 +260,10 @@ class Teleop:
         self.command_pub.publish(convert.float_array(command))
 
     def close(self) -> None:
+        if self.source == "scripted" and self.phase != "done":  # stopped from outside (Ctrl-C, the launch)
+            in_progress = (" and one in progress (the recorder commits or discards it: its on_shutdown)"
+                           if self.phase in ("run", "confirm") else "")
+            self.log.warning(f"stopped with {self.committed} of {self.episodes} episodes committed{in_progress}")
         if getattr(self, "_terminal", None) is not None:
             import termios
 
