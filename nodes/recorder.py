@@ -22,7 +22,15 @@ import time
 
 from robot_stack import ros
 from robot_stack.errors import RobotStackError
-from robot_stack.record import CONTROL_WORDS, RECOVER_POLICIES, SHUTDOWN_POLICIES, Recorder, RecorderError, load_config
+from robot_stack.record import (
+    CONTROL_WORDS,
+    RECOVER_POLICIES,
+    SHUTDOWN_POLICIES,
+    Recorder,
+    RecorderError,
+    example_features_files,
+    load_config,
+)
 from robot_stack.ros.parameters import NodeInterface, ParameterSpec, TopicSpec, answer_help
 
 DRAIN_S = 0.3  # after SIGINT: how long messages already on their way are still handled
@@ -37,7 +45,7 @@ INTERFACE = NodeInterface(
             "success/fail/stop (committed) or discard.",
     parameters=(
         ParameterSpec("features_file", "", "YAML file naming each feature's topic, type and field "
-                      "(launch/params/recorder_<task>.yaml; docs/dataset.md)"),
+                      "($(find-pkg-share robot_stack)/launch/params/recorder_<task>.yaml; docs/dataset.md)"),
         ParameterSpec("dataset", "dataset.zarr", "the dataset folder to create or append to"),
         ParameterSpec("record_hz", 20.0, "frames per second [Hz] (on sim time: at most the sim's rate)", positive=True),
         ParameterSpec("use_sim_time", False, "tick on /clock (sim time) instead of the wall clock"),
@@ -97,7 +105,7 @@ class RecorderNode:
         features_file = param["features_file"]
         if not features_file:
             raise RecorderError("features_file is not set: give -p features_file:=PATH "
-                                "(launch/params/recorder_<task>.yaml are examples)")
+                                f"({example_features_files()} are examples)")
         sim_time = param["use_sim_time"]
         config = load_config(features_file, cameras=param["cameras"], command_spec_of=_sim_command_spec)
         self.on_shutdown = param["on_shutdown"]

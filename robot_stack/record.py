@@ -154,6 +154,13 @@ class RecorderConfig:
     source: str = ""
 
 
+def example_features_files() -> str:
+    """Where the features files that ship with robot_stack are, as a path that works from any folder."""
+    from robot_stack.launch.package import package_share_directory
+
+    return str(package_share_directory() / "launch" / "params" / "recorder_<task>.yaml")
+
+
 def load_config(path: str | Path, *, cameras: str = "", command_spec_of: Callable[[str], Any] | None = None) -> RecorderConfig:
     """Read a features file (docs/dataset.md, "Recording from ROS topics"); RecorderError says what is wrong.
 
@@ -166,8 +173,8 @@ def load_config(path: str | Path, *, cameras: str = "", command_spec_of: Callabl
     try:
         document = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise RecorderError(f"features file {path} not found: give features_file:=PATH "
-                            "(launch/params/recorder_<task>.yaml are examples)") from None
+        raise RecorderError(f"features file {path.resolve()} not found: give features_file:=PATH "
+                            f"({example_features_files()} are examples)") from None
     except (OSError, yaml.YAMLError) as error:
         raise RecorderError(f"features file {path} cannot be read: {error}") from None
     return parse_config(document, str(path), cameras=cameras, command_spec_of=command_spec_of)

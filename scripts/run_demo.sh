@@ -18,7 +18,7 @@ rm -rf "$dataset" "$train_data" "$train_run"
 started=$(date +%s.%N)
 status=0
 {
-    robot-stack launch launch/collect.launch.yaml task:=lift teleop:=scripted episodes:=3 \
+    robot-stack launch robot_stack collect.launch.yaml task:=lift teleop:=scripted episodes:=3 \
         dataset:="$dataset" "$@" &&
     robot-stack data info "$dataset" &&
     robot-stack data view "$dataset" 0 -o runs/demo_lift_episode0.png &&

@@ -9,7 +9,8 @@ from pathlib import Path
 from robot_stack.errors import LaunchError
 from robot_stack.launch.launch_file import LaunchArgument, declared_arguments, load_launch
 from robot_stack.launch.package import package_share_directory
-from robot_stack.launch.supervisor import DEFAULT_STOP_TIMEOUT_S, run_plan, silence
+from robot_stack.launch.supervisor import DEFAULT_STOP_TIMEOUT_S, run_plan
+from robot_stack.streams import drop_further_writes
 
 DESCRIPTION = """\
 Run a ROS 2 YAML launch file (the launch_ros YAML format that `ros2 launch` reads) on a machine
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             print(listing, flush=True)
         except BrokenPipeError:  # `... --show-args | head`
-            silence(sys.stdout)
+            drop_further_writes(sys.stdout)
         return 0
     plan = load_launch(path, launch_arguments)
     return run_plan(plan, stop_timeout_s=args.stop_timeout)

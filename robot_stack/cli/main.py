@@ -12,6 +12,7 @@ import sys
 
 from robot_stack import __version__
 from robot_stack.errors import RobotStackError
+from robot_stack.streams import drop_further_writes
 
 # Subcommand name -> module with `register(subparsers)`; registered here explicitly, never by import side effect.
 SUBCOMMANDS: dict[str, str] = {
@@ -46,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             # Flush here, where a closed pipe can be caught, rather than at interpreter exit where it cannot.
             sys.stdout.flush()
     except BrokenPipeError:
-        from robot_stack.launch.supervisor import silence
-
-        silence(sys.stdout)  # the exit-time flush of what is still buffered now goes to /dev/null
+        drop_further_writes(sys.stdout)  # the exit-time flush of what is still buffered now goes to /dev/null
         return BROKEN_PIPE_STATUS
 
 

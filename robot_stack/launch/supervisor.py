@@ -29,6 +29,7 @@ from typing import IO
 
 from robot_stack.errors import LaunchError
 from robot_stack.launch.launch_file import LaunchPlan, NodeLaunch
+from robot_stack.streams import drop_further_writes
 
 DEFAULT_STOP_TIMEOUT_S = 5.0  # ros2 launch's default sigterm_timeout and sigkill_timeout
 TAIL_LINES = 20  # lines of each node's output kept for the failure report
@@ -50,22 +51,12 @@ class _Console:
                 stream.flush()
             except BrokenPipeError:
                 # A closed pager must not take the nodes down: later lines go nowhere, quietly.
-                silence(stream)
+                drop_further_writes(stream)
             except ValueError:
                 pass  # the stream was closed
 
     def log(self, level: str, source: str, message: str) -> None:
         self.write(f"[{level}] [{source}]: {message}", error=level in ("WARNING", "ERROR"))
-
-
-def silence(stream: IO[str]) -> None:
-    """Point a stream whose reader went away at /dev/null, so no later write or flush raises."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 class _StopRequest:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
+
+from robot_stack.streams import drop_further_writes
 
 _SEVERITIES = {"debug": 10, "info": 20, "warn": 30, "error": 40, "fatal": 50}
 
@@ -80,13 +81,3 @@ class Logger:
     def fatal(self, message, **kwargs) -> bool:
         return self.log("fatal", message, **kwargs)
 
-
-def drop_further_writes(stream) -> None:
-    """Point a stream whose reader went away (or that was closed) at /dev/null: no later write or flush,
-    the interpreter's own at exit included, raises."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robot_stack.errors import RosError
+from robot_stack.streams import drop_further_writes
 
 
 class ParameterType(enum.IntEnum):
@@ -197,7 +198,5 @@ def answer_help(interface: NodeInterface, args: list[str] | None = None) -> bool
     try:
         print(interface.help_text(), flush=True)
     except BrokenPipeError:  # `recorder --help | head`
-        from robot_stack.ros.log import drop_further_writes
-
         drop_further_writes(sys.stdout)
     return True
