@@ -108,3 +108,20 @@ def test_reward_success_without_successful_episodes_is_refused_with_how_to_mark_
                           "--set", "batch_size=4")
     assert code == 0, err
     assert json.loads(out)["steps"] == 2
+
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["reward"]["marked_episodes"] == [1, 4]
+    assert [run["reward"]["episode_outcomes"][i] for i in (1, 4)] == [1, 1]
+
+
+def test_a_run_on_success_rewards_refuses_to_resume_after_the_marks_changed(tmp_path, capsys):
+    path = make_dataset(tmp_path / "d.zarr")
+    assert _cli(capsys, "data", "mark", path, "1", "success")[0] == 0
+    train = ("train", "--algo", "iql", "--dataset", path, "--reward", "success", "--eval-every", "-1",
+             "--device", "cpu", "--out", tmp_path / "run", "--no-progress", "--set", "batch_size=4")
+    assert _cli(capsys, *train, "--steps", "2")[0] == 0
+    assert _cli(capsys, "train", "--resume", tmp_path / "run", "--steps", "3", "--no-progress")[0] == 0
+
+    assert _cli(capsys, "data", "mark", path, "2", "success")[0] == 0  # the rewards of episode 2 change
+    code, _, err = _cli(capsys, "train", "--resume", tmp_path / "run", "--steps", "4", "--no-progress")
+    assert code == 2 and "success marks" in err and "start a new run" in err and "Traceback" not in err, err

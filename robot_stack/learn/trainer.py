@@ -3,7 +3,8 @@
 A run folder holds everything needed to understand and continue it:
 
     runs/<name>/config.yaml          the full TrainConfig (algorithm defaults included)
-    runs/<name>/run.json             dataset path + fingerprint, reward source (+ label run provenance),
+    runs/<name>/run.json             dataset path + fingerprint, reward source (+ label run provenance, or
+                                     for --reward success each episode's outcome and which were marked),
                                      observation spec (features, normalization, action bounds), device, versions
     runs/<name>/checkpoints/         step_<N>.pt and latest.pt (state dicts, RNG, spec; torch.load weights_only)
     runs/<name>/tb/                  TensorBoard scalars (losses, updates/s, eval/success_rate, eval/return)
@@ -176,6 +177,11 @@ class Trainer:
             raise LearnError(f"{config.dataset} changed since run {resume} started (fingerprint "
                              f"{checkpoint['dataset_fingerprint'][:12]} then, {self.fingerprint[:12]} now): "
                              "start a new run instead of resuming")
+        # Marks (robot-stack data mark) change the outcomes without changing the recorded data's fingerprint.
+        self.outcomes = self.dataset.success.tolist() if config.reward == "success" else None
+        if checkpoint is not None and checkpoint.get("episode_outcomes", self.outcomes) != self.outcomes:
+            raise LearnError(f"the episodes' success marks of {config.dataset} changed since run {resume} started "
+                             "(robot-stack data mark): its rewards would change mid-run; start a new run instead of resuming")
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
@@ -309,6 +315,10 @@ class Trainer:
         if self.config.reward.startswith("labels/"):
             labels = self.dataset.read_labels(self.config.reward[len("labels/"):])
             reward["label_run"] = json.loads(json.dumps(labels.attrs, default=str))
+        if self.outcomes is not None:  # the success marks the rewards came from (1, 0, -1 per episode)
+            table = self.dataset.episode_table()
+            reward["episode_outcomes"] = self.outcomes
+            reward["marked_episodes"] = table["index"][table["marked"]].tolist()
         info = {
             "config": self.config.to_dict(),
             "dataset": {"path": str(self.dataset.path), "fingerprint": self.fingerprint,
@@ -325,7 +335,8 @@ class Trainer:
     def save_checkpoint(self, step: int) -> Path:
         state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
                  "config": self.config.to_dict(), "spec": self.spec.to_json(),
-                 "dataset_fingerprint": self.fingerprint, "algorithm": self.algorithm.state_dict(), "rng": _get_rng()}
+                 "dataset_fingerprint": self.fingerprint, "episode_outcomes": self.outcomes,
+                 "algorithm": self.algorithm.state_dict(), "rng": _get_rng()}
         folder = self.run_dir / "checkpoints"
         path = folder / f"step_{step:08d}.pt"
         temporary = path.with_suffix(".tmp")
