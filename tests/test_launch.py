@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -529,3 +530,19 @@ def test_monitor_without_messages_fails_the_launch_with_its_last_lines() -> None
     tail = result.stderr.split(error, 1)[1]
     assert "no joint_states received" in tail and "/nobody_publishes_here" in tail
     assert "[INFO] [demo_arm-1]: process has stopped" in result.stdout
+
+
+def test_a_node_stopped_while_it_starts_up_exits_quietly_without_a_traceback() -> None:
+    # A launch stops every node at once when one fails on start (a bad parameter): the others may still be
+    # importing, and a SIGINT there used to print a KeyboardInterrupt traceback into the operator's launch.
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    for _ in range(8):
+        node = subprocess.Popen([sys.executable, "-m", "robot_stack.launch.entry_point", "recorder"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        delay = rng.uniform(0.1, 0.5)  # from after the interpreter's own start-up, which no program can guard
+        time.sleep(delay)
+        node.send_signal(signal.SIGINT)
+        _, err = node.communicate(timeout=60)
+        assert "Traceback" not in err, f"seed {seed}, SIGINT {delay:.2f} s after the start:\n{err[-2000:]}"
