@@ -23,3 +23,8 @@ class DatasetError(RobotStackError):
 
 class LearnError(RobotStackError):
     """A training config, observation choice, reward source, checkpoint or device that cannot be used."""
+
+
+class LabelError(RobotStackError):
+    """An unknown labeler or judge, a dataset without the images a labeler needs, a model or endpoint that
+    cannot be used, or a label run that exists."""
