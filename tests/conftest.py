@@ -65,3 +65,37 @@ def ros_session(monkeypatch):
 
 
 PYTHON = sys.executable
+
+
+TINY_CLIP_ARCH = "robot-stack-test-tiny-clip"
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> dict[str, str]:
+    """Model strings of two tiny open_clip CLIPs (random weights, nothing downloaded): 'checkpoint0' and
+    'checkpoint1' (TINY_CLIP_ARCH:/path.pt, the architecture added to open_clip in this process), and
+    'folder0' (a local model folder with checkpoint0's weights, usable from a subprocess too)."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / f"{TINY_CLIP_ARCH}.json")
+    models = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model(TINY_CLIP_ARCH).state_dict(), folder / f"tiny{seed}.pt")
+        models[f"checkpoint{seed}"] = f"{TINY_CLIP_ARCH}:{folder / f'tiny{seed}.pt'}"
+    model_dir = folder / "tiny0_dir"
+    model_dir.mkdir()
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    torch.save(torch.load(folder / "tiny0.pt"), model_dir / "open_clip_pytorch_model.bin")
+    models["folder0"] = str(model_dir)
+    return models

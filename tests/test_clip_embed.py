@@ -15,6 +15,8 @@ import open_clip
 import pytest
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
+from conftest import TINY_CLIP
+from conftest import TINY_CLIP_ARCH as ARCH
 from PIL import Image
 from torch.nn import functional as F
 
@@ -28,12 +30,6 @@ from robot_stack.learn.clip_embed import (
     load_clip,
 )
 
-ARCH = "robot-stack-test-tiny-clip"
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 FRONT, WRIST = (40, 48, 3), (32, 32, 3)  # the front camera needs resizing and cropping, the wrist one does not
 FEATURES = [
     FeatureSpec("image.front", "uint8", FRONT, "image", topic="/camera/front/image_raw"),
@@ -41,25 +37,6 @@ FEATURES = [
     FeatureSpec("joint_position", "float32", (3,), "state", units="rad"),
     FeatureSpec("action", "float32", (2,), "action"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> dict[str, str]:
-    """Model strings of two tiny CLIPs (different random weights): checkpoint files and a model folder."""
-    folder = tmp_path_factory.mktemp("clip")
-    (folder / f"{ARCH}.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(folder / f"{ARCH}.json")
-    models = {}
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        torch.save(open_clip.create_model(ARCH).state_dict(), folder / f"tiny{seed}.pt")
-        models[f"checkpoint{seed}"] = f"{ARCH}:{folder / f'tiny{seed}.pt'}"
-    model_dir = folder / "tiny0_dir"
-    model_dir.mkdir()
-    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
-    torch.save(torch.load(folder / "tiny0.pt"), model_dir / "open_clip_pytorch_model.bin")
-    models["folder0"] = str(model_dir)
-    return models
 
 
 def smooth_images(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:
