@@ -76,11 +76,13 @@ class EpisodeInfo:
 
 @dataclass(frozen=True)
 class Labels:
-    """A label run: reward float32 [n_frames of the dataset when labeled] and its provenance attributes."""
+    """A label run: reward float32 [n_frames of the dataset when labeled], its provenance attributes, and the
+    labeler's raw scores float32 [n_frames] before calibration when the run kept them (else None)."""
 
     run: str
     reward: np.ndarray
     attrs: dict[str, Any]
+    raw: np.ndarray | None = None
 
 
 class Dataset:
@@ -247,27 +249,35 @@ class Dataset:
         return dict(labels.groups()) if labels is not None else {}
 
     def label_runs(self) -> list[str]:
-        """Reward label runs (write_labels), interrupted ones included; runs of other arrays: label_arrays()."""
-        return sorted(name for name, group in self._label_groups().items() if group.attrs.get("holds") != ARRAY_RUN)
+        """Reward label runs (write_labels), interrupted ones included; runs of other arrays: label_arrays().
+        Groups named '_...' (labels/_cache: judge answers, partial work) are no label runs."""
+        return sorted(name for name, group in self._label_groups().items()
+                      if group.attrs.get("holds") != ARRAY_RUN and not name.startswith("_"))
 
     def label_arrays(self) -> dict[str, list[str]]:
         """{run: [array names]} of the label runs that hold per-frame arrays other than rewards (write_label_array)."""
-        return {name: sorted(key for key, _ in group.arrays())
-                for name, group in sorted(self._label_groups().items()) if group.attrs.get("holds") == ARRAY_RUN}
+        return {name: sorted(key for key, _ in group.arrays()) for name, group in sorted(self._label_groups().items())
+                if group.attrs.get("holds") == ARRAY_RUN and not name.startswith("_")}
 
-    def write_labels(self, run: str, reward: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
-        """Store a reward label run: reward float32 [n_frames] for the committed frames, with provenance.
+    def write_labels(self, run: str, reward: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False,
+                     raw: np.ndarray | None = None) -> None:
+        """Store a reward label run: reward float32 [n_frames] for the committed frames, with provenance, and
+        optionally the labeler's raw scores before calibration (labels/<run>/raw, float32 [n_frames]).
 
         attrs must name the `labeler` and should give model, prompts and config; the dataset fingerprint,
         n_frames, n_episodes and the creation time are added. The attributes are written last, so a run
         without them is one whose writing was interrupted.
         """
         check_name("label run", run)
-        reward = np.asarray(reward, dtype=np.float32)
-        if reward.shape != (self.n_frames,):
-            raise DatasetError(f"labels for {self.path} need one reward per committed frame: shape ({self.n_frames},), got {reward.shape}")
-        if not np.isfinite(reward).all():
-            raise DatasetError(f"label run {run!r} has non-finite rewards at frames {np.flatnonzero(~np.isfinite(reward))[:5]}")
+        arrays = {"reward": reward} if raw is None else {"reward": reward, "raw": raw}
+        for name, values in arrays.items():
+            values = arrays[name] = np.asarray(values, dtype=np.float32)
+            if values.shape != (self.n_frames,):
+                raise DatasetError(f"labels for {self.path} need one {name} per committed frame: shape "
+                                   f"({self.n_frames},), got {values.shape}")
+            if not np.isfinite(values).all():
+                raise DatasetError(f"label run {run!r} has non-finite {name}s at frames "
+                                   f"{np.flatnonzero(~np.isfinite(values))[:5]}")
         if "labeler" not in attrs:
             raise DatasetError(f"label run {run!r}: attrs must name the 'labeler' that produced it")
         provenance = json.loads(json.dumps(dict(attrs), default=str)) | {
@@ -282,10 +292,10 @@ class Dataset:
                     raise DatasetError(f"{self.path} already has label run {run!r}: choose a new run name or pass overwrite=True")
                 del labels[run]
             group = labels.create_group(run)
-            spec = FeatureSpec("reward", "float32", (), "reward")
-            array = create_array(group, "reward", spec, shard_frames=1)
-            array.resize((self.n_frames,))
-            array[:] = reward
+            for name, values in arrays.items():
+                array = create_array(group, name, FeatureSpec(name, "float32", (), "reward"), shard_frames=1)
+                array.resize((self.n_frames,))
+                array[:] = values
             group.update_attributes(provenance)
         self._store.root = open_group(self.path, writable=False)
 
@@ -301,7 +311,7 @@ class Dataset:
                                "rewards: read them with read_label_array(run, name), or name a reward label run")
         if "dataset_fingerprint" not in attrs or "reward" not in group:
             raise DatasetError(f"label run {run!r} in {self.path} is incomplete (its writing was interrupted): label again with overwrite")
-        return Labels(run, group["reward"][:], attrs)
+        return Labels(run, group["reward"][:], attrs, group["raw"][:] if "raw" in group else None)
 
     def write_label_array(self, run: str, name: str, array: np.ndarray, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
         """Store labels/<run>/<name>: any per-frame array [n_frames, ...] (e.g. image embeddings), with provenance.
