@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "launch": "robot_stack.cli.launch",
     "data": "robot_stack.cli.data",
     "train": "robot_stack.cli.train",
+    "label": "robot_stack.cli.label",
 }
 
 

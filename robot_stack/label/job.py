@@ -1,0 +1,193 @@
+"""A labeling job: check the request, build the LabelContext (cached CLIP embeddings when the labeler wants
+them), run the labeler, calibrate its raw scores with one affine map fitted over the whole dataset, and write
+labels/<run>/reward (calibrated) and labels/<run>/raw (the labeler's scores) with provenance.
+
+Calibration (method "percentile-5-95"): reward = scale * raw + offset, with scale and offset chosen so that the
+5th percentile of all raw scores of the dataset maps to 0 and the 95th to 1. One map for every episode, never
+min–max per episode, so a failed episode whose scores are all low keeps low rewards. Method "none": identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_stack.data import Dataset
+from robot_stack.data.schema import check_name
+from robot_stack.errors import DatasetError, LabelError, LearnError
+from robot_stack.label.base import LabelContext
+from robot_stack.label.labelers import labeler_class
+from robot_stack.learn import clip_embed
+
+CALIBRATIONS = ("percentile-5-95", "none")
+CALIBRATION_PERCENTILES = (5.0, 95.0)
+
+
+@dataclass
+class LabelRequest:
+    """What `robot-stack label run` asks for. model: a clip_embed model string ('' = none); config: the
+    labeler's options (--set); run: the label run name ('' = '<labeler>-<hash of the request>')."""
+
+    dataset: Path
+    labeler: str
+    task: str
+    run: str = ""
+    camera: str | None = None
+    model: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    calibration: str = CALIBRATIONS[0]
+    overwrite: bool = False
+    progress: bool = True
+    batch_size: int = 64
+
+
+@dataclass
+class LabelSummary:
+    """What a finished job did: the run written, frames labeled, wall seconds, and the run's provenance."""
+
+    run: str
+    frames: int
+    seconds: float
+    attrs: dict[str, Any]
+
+
+def model_string(model: str, pretrained: str | None) -> str:
+    """`--model ARCH --pretrained TAG` -> 'ARCH/TAG' (clip_embed's form); a model string alone is kept."""
+    if not pretrained:
+        return model or ""
+    if not model:
+        raise LabelError(f"--pretrained {pretrained} needs --model ARCH (e.g. --model ViT-B-32 --pretrained {pretrained})")
+    if "/" in model or ":" in model:
+        raise LabelError(f"--pretrained {pretrained} goes with an architecture name (e.g. ViT-B-32), not with the "
+                         f"model string {model!r}")
+    return f"{model}/{pretrained}"
+
+
+def run_name(request: LabelRequest) -> str:
+    """The default run name: '<labeler>-<8 hex digits of the request's labeler, task, camera, model, config, seed>'."""
+    key = json.dumps([request.labeler, request.task, request.camera, request.model, request.config, request.seed,
+                      request.calibration], sort_keys=True, default=str)
+    return f"{request.labeler}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def resolve_camera(ds: Dataset, camera: str | None) -> str:
+    """The image feature `camera` names ('agentview' or 'image.agentview'); the only one when None."""
+    cameras = [name for name, spec in ds.features.items() if spec.is_image]
+    if not cameras:
+        raise LabelError(f"{ds.path} has no camera images, and this labeler needs them: record with a camera "
+                         "(e.g. robot-stack sim collect ... with a camera) or pick a labeler that needs no images")
+    if camera is None:
+        if len(cameras) > 1:
+            raise LabelError(f"{ds.path} has {len(cameras)} cameras: pick one with --camera ({', '.join(cameras)})")
+        return cameras[0]
+    for name in (camera, f"image.{camera}"):
+        if name in cameras:
+            return name
+    raise LabelError(f"{ds.path} has no camera {camera!r}: its cameras are {', '.join(cameras)}")
+
+
+def fit_calibration(raw: np.ndarray, method: str) -> dict[str, Any]:
+    """One affine map reward = scale * raw + offset over all frames (module docstring): {method, scale, offset,
+    and for percentiles the raw values that map to 0 and 1}."""
+    if method == "none":
+        return {"method": "none", "scale": 1.0, "offset": 0.0}
+    low, high = np.percentile(raw.astype(np.float64), CALIBRATION_PERCENTILES)
+    # Scores that barely vary get scale 1 (all rewards near 0) rather than an exploding scale.
+    scale = 1.0 / (high - low) if high - low > 1e-12 else 1.0
+    return {"method": method, "scale": float(scale), "offset": float(-low * scale),
+            "raw_at_0": float(low), "raw_at_1": float(high),
+            "percentiles": list(CALIBRATION_PERCENTILES)}
+
+
+def check_request(request: LabelRequest) -> tuple[Dataset, type, str, str | None]:
+    """Everything a user can get wrong, before any work: (dataset, labeler class, run name, camera).
+    LabelError (or DatasetError for the dataset itself) naming the problem."""
+    labeler = labeler_class(request.labeler)
+    if not request.task.strip():
+        raise LabelError('the task is empty: say what the robot should do, e.g. --task "lift the red cube"')
+    if request.calibration not in CALIBRATIONS:
+        raise LabelError(f"unknown calibration {request.calibration!r}: use one of {', '.join(CALIBRATIONS)}")
+    ds = Dataset.open(request.dataset)
+    if ds.n_frames == 0:
+        raise LabelError(f"{ds.path} has no committed episodes: nothing to label")
+    camera = resolve_camera(ds, request.camera) if labeler.needs_images else None
+    if labeler.needs_embeddings:
+        if not request.model:
+            raise LabelError(f"labeler {request.labeler!r} embeds frames with CLIP: give --model ({clip_embed.MODEL_FORMS})")
+        try:
+            clip_embed.parse_model(request.model)
+        except LearnError as error:
+            raise LabelError(str(error)) from None
+    run = request.run or run_name(request)
+    try:
+        check_name("label run", run)
+    except DatasetError as error:
+        raise LabelError(str(error)) from None
+    if run.startswith("_"):
+        raise LabelError(f"label run names starting with '_' are kept for caches: choose another name than {run!r}")
+    taken = run in ds.label_runs() or run in ds.label_arrays()
+    if taken and not request.overwrite:
+        raise LabelError(f"{ds.path} already has label run {run!r}: choose another --run name, or pass --overwrite "
+                         "to replace it")
+    if taken and run in ds.label_arrays():
+        raise LabelError(f"label run {run!r} in {ds.path} holds cached arrays, not rewards: choose another --run name")
+    return ds, labeler, run, camera
+
+
+def run_label_job(request: LabelRequest) -> LabelSummary:
+    """Label every committed frame of the dataset and write the run (module docstring). Raises LabelError
+    (one line) for anything the user can fix."""
+    started = time.perf_counter()
+    ds, labeler_type, run, camera = check_request(request)
+    labeler = labeler_type()
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    embeddings, embed_seconds = None, 0.0
+    if labeler.needs_embeddings:
+        try:
+            embeddings = clip_embed.clip_embeddings(ds, camera, request.model, device=request.device,
+                                                    batch_size=request.batch_size, progress=request.progress)
+        except LearnError as error:
+            raise LabelError(str(error)) from None
+        embed_seconds = time.perf_counter() - started
+    context = LabelContext(dataset=ds, task=request.task, camera=camera, model=request.model, embeddings=embeddings,
+                           config=dict(request.config), seed=request.seed, device=request.device,
+                           progress=request.progress, log=log)
+    try:
+        result = labeler.label(context)
+    except LearnError as error:
+        raise LabelError(str(error)) from None
+    raw = np.asarray(result.scores, dtype=np.float32)
+    if raw.shape != (ds.n_frames,):
+        raise LabelError(f"labeler {request.labeler!r} returned scores of shape {raw.shape}, not one per frame "
+                         f"({ds.n_frames},): a fault in the labeler, please report it")
+    if not np.isfinite(raw).all():
+        raise LabelError(f"labeler {request.labeler!r} returned non-finite scores at frames "
+                         f"{np.flatnonzero(~np.isfinite(raw))[:5].tolist()}: a fault in the labeler, please report it")
+    calibration = fit_calibration(raw, request.calibration)
+    reward = calibration["scale"] * raw.astype(np.float64) + calibration["offset"]
+    info = dict(result.info)
+    seconds = time.perf_counter() - started
+    attrs = {
+        "labeler": request.labeler, "judge": info.pop("judge", None), "model": request.model or None,
+        "weights": clip_embed.weights_identity(clip_embed.parse_model(request.model)) if request.model else None,
+        "camera": camera, "task": request.task, "prompts": info.pop("prompts", None),
+        "config": info.pop("config", dict(request.config)), "seed": request.seed, "calibration": calibration,
+        "ground_truth_used": bool(result.ground_truth_used),
+        "cost": {"seconds": round(seconds, 3), "embed_seconds": round(embed_seconds, 3), "frames": ds.n_frames,
+                 "judge_calls": info.get("calls"), "cache_hits": info.get("cache_hits")},
+        "info": info, "producer": "robot_stack.label.job",
+    }
+    ds.write_labels(run, reward.astype(np.float32), attrs, overwrite=request.overwrite, raw=raw)
+    return LabelSummary(run, ds.n_frames, seconds, ds.read_labels(run).attrs)
