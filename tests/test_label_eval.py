@@ -3,15 +3,14 @@ and the whole eval on a small dataset written to disk with the sim's ground-trut
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-from robot_stack.cli.label_eval import register_eval
+from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
-from robot_stack.errors import LabelError, RobotStackError
+from robot_stack.errors import LabelError
 from robot_stack.label import metrics
 from robot_stack.label.evaluate import evaluate
 
@@ -162,19 +161,11 @@ def labeled(tmp_path):
     return Dataset.open(tmp_path / "reach.zarr")
 
 
-def _cli(*argv) -> int:
-    """`robot-stack label ...` as the entry point runs it: a RobotStackError is one line on stderr, status 2."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="robot-stack")
-    commands = parser.add_subparsers(dest="command", required=True)
-    register_eval(commands.add_parser("label").add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["label", *map(str, argv)])
-    try:
-        return args.func(args)
-    except RobotStackError as error:
-        print(f"robot-stack {args.command}: error: {error}", file=sys.stderr)
-        return 2
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    """`robot-stack label ...` through the entry point: (exit status, stdout, stderr)."""
+    status = main(["label", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_eval_scores_truth_near_one_shuffled_near_zero_and_the_baselines(labeled):
@@ -225,8 +216,9 @@ def test_eval_ranks_episodes_with_failures_where_voc_cannot(tmp_path):
 
 def test_eval_command_prints_table_and_writes_json_and_png(labeled, tmp_path, capsys, monkeypatch):
     out = tmp_path / "reports" / "eval.json"
-    assert _cli("eval", labeled.path, "--run", "truth", "--run", "shuffled", "--out", out, "--pairs", 2000) == 0
-    printed = capsys.readouterr().out
+    status, printed, _ = _cli(capsys, "eval", labeled.path, "--run", "truth", "--run", "shuffled", "--out", out,
+                              "--pairs", 2000)
+    assert status == 0
     lines = printed.splitlines()
     assert lines[0].split()[:4] == ["run", "VOC", "Kendall", "K(succ)"]
     assert any(line.startswith("truth") and "oracle: uses ground truth" in line for line in lines)
@@ -242,24 +234,22 @@ def test_eval_command_prints_table_and_writes_json_and_png(labeled, tmp_path, ca
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out} and {png}" in printed
     monkeypatch.chdir(tmp_path)  # default output: runs/label_eval/<dataset name>.json in the working folder
-    assert _cli("eval", labeled.path, "--run", "truth") == 0
+    assert _cli(capsys, "eval", labeled.path, "--run", "truth")[0] == 0
     assert (tmp_path / "runs" / "label_eval" / "reach.json").is_file()
     assert (tmp_path / "runs" / "label_eval" / "reach.png").is_file()
 
 
 def test_unknown_run_is_one_line_listing_the_runs(labeled, capsys):
-    assert _cli("eval", labeled.path, "--run", "truth", "--run", "nope") == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
+    status, _, err = _cli(capsys, "eval", labeled.path, "--run", "truth", "--run", "nope")
+    assert status == 2 and err.count("\n") == 1 and err.startswith("robot-stack label: error: ")
     assert "no label run 'nope'" in err and "its runs: shuffled, truth" in err
 
 
 def test_dataset_without_ground_truth_is_one_line(tmp_path, capsys):
     ds = _make_dataset(tmp_path / "real.zarr", sim=False, outcomes=False)
     ds.write_labels("progress", np.zeros(ds.n_frames), {"labeler": "progress"})
-    assert _cli("eval", ds.path, "--run", "progress", "--out", tmp_path / "x.json") == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no sim ground truth (data/sim_reward)" in err and "data mark" in err
+    status, _, err = _cli(capsys, "eval", ds.path, "--run", "progress", "--out", tmp_path / "x.json")
+    assert status == 2 and err.count("\n") == 1 and "no sim ground truth (data/sim_reward)" in err and "data mark" in err
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(LabelError):
         evaluate(Dataset.open(ds.path), ["progress"])
