@@ -268,3 +268,17 @@ def test_dataset_with_outcomes_only_gets_the_success_metrics(tmp_path):
     # 30 tied in the outcome
     assert row["kendall_success"] == pytest.approx(36 / np.sqrt(66 * 36))
     assert all(np.isnan(row[key]) for key in ("kendall", "pearson_all", "pair_accuracy", "auc"))
+
+
+def test_a_run_that_misses_new_episodes_and_an_unwritable_out_are_one_line(labeled, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    status, printed, err = _cli(capsys, "eval", labeled.path, "--run", "truth", "--out", tmp_path / "file" / "x.json")
+    assert status == 2 and err.count("\n") == 1 and f"cannot write the report to {tmp_path / 'file' / 'x.json'}" in err
+    writer = DatasetWriter.open(labeled.path)
+    writer.append_frames({"timestamp": 1000.0 + np.arange(3), "joint_position": np.zeros((3, 2)),
+                          "action": np.zeros((3, 2)), "sim_reward": np.zeros(3), "sim_success": np.zeros(3, bool)})
+    writer.commit_episode("move the fingertip onto the target", False)
+    writer.close()
+    status, _, err = _cli(capsys, "eval", labeled.path, "--run", "truth", "--out", tmp_path / "y.json")
+    assert status == 2 and err.count("\n") == 1
+    assert f"label run 'truth' covers {labeled.n_frames} frames but" in err and "label the dataset again" in err

@@ -56,6 +56,7 @@ def evaluate_runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from robot_stack.data import Dataset
+    from robot_stack.errors import LabelError
     from robot_stack.label import evaluate
 
     ds = Dataset.open(args.path)
@@ -63,7 +64,10 @@ def evaluate_runs(args: argparse.Namespace) -> int:
     report = evaluate.evaluate(ds, runs, seed=args.seed, pairs=args.pairs)
     out = Path(args.out) if args.out else evaluate.default_output(ds)
     print(evaluate.format_table(report))
-    json_path = evaluate.write_json(report, out)
-    png_path = evaluate.plot_episodes(ds, runs, out.with_suffix(".png"))
+    try:
+        json_path = evaluate.write_json(report, out)
+        png_path = evaluate.plot_episodes(ds, runs, out.with_suffix(".png"))
+    except OSError as error:
+        raise LabelError(f"cannot write the report to {out} ({error.strerror or error}): choose another --out") from None
     print(f"wrote {json_path} and {png_path}")
     return 0
