@@ -11,7 +11,8 @@ import pytest
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 from robot_stack.errors import LabelError
-from robot_stack.label import metrics
+from robot_stack.label import labelers, metrics
+from robot_stack.label.base import LabelContext, LabelResult
 from robot_stack.label.evaluate import evaluate
 
 # ---- metric functions, by hand
@@ -282,3 +283,35 @@ def test_a_run_that_misses_new_episodes_and_an_unwritable_out_are_one_line(label
     status, _, err = _cli(capsys, "eval", labeled.path, "--run", "truth", "--out", tmp_path / "y.json")
     assert status == 2 and err.count("\n") == 1
     assert f"label run 'truth' covers {labeled.n_frames} frames but" in err and "label the dataset again" in err
+
+
+class SimRewardLabeler:
+    """Test labeler: raw score = the recorded sim_reward (so it used the ground truth), with a threshold in
+    raw units and judge statistics in its info, as the success labeler and the judges report them."""
+
+    name = "sim_reward"
+    needs_images = False
+    needs_embeddings = False
+    threshold = -0.0123  # raw units: sim_reward is in [-1, 0]; no frame sits exactly on it
+
+    def label(self, context: LabelContext) -> LabelResult:
+        return LabelResult(context.dataset.frames("sim_reward").copy(),
+                           {"threshold": self.threshold, "calls": 7, "cache_hits": 3}, ground_truth_used=True)
+
+
+def test_eval_reads_what_a_labeling_job_writes(tmp_path, capsys, monkeypatch):
+    """`label run` then `label eval`: the job's calibration, the labeler's threshold, the cost and the
+    ground-truth marker come through from the run's provenance as the job writes it."""
+    monkeypatch.setitem(labelers.LABELERS, "sim_reward", f"{__name__}:SimRewardLabeler")
+    ds = _make_dataset(tmp_path / "reach.zarr")
+    status, _, err = _cli(capsys, "run", ds.path, "--labeler", "sim_reward", "--task", "reach", "--run", "gt",
+                          "--no-progress")
+    assert status == 0, err
+    report = evaluate(Dataset.open(ds.path), ["gt"], pairs=2000)
+    row = report.rows[0]
+    assert row.oracle and row.metrics["pearson_all"] == pytest.approx(1.0)
+    assert row.threshold_source == "labeler, calibrated"
+    raw, success = ds.frames("sim_reward"), ds.frames("sim_success")
+    expected = metrics.precision_recall(raw, success, SimRewardLabeler.threshold)
+    assert (row.metrics["precision"], row.metrics["recall"]) == pytest.approx(expected)
+    assert row.cost["judge_calls"] == 7 and row.cost["cache_hits"] == 3 and row.cost["seconds_per_frame"] > 0
