@@ -115,7 +115,8 @@ class EpisodeAverage:
 
 
 def value_order_correlation(reward: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> EpisodeAverage:
-    """VOC: Spearman's rho of the reward against the frame index within each episode given, averaged over
+    """VOC, value-order correlation (GVL: Ma et al. 2024, "Vision Language Models are In-Context Value
+    Learners"): Spearman's rho of the reward against the frame index within each episode given, averaged over
     those episodes (pass the successful ones: a good reward rises along a successful demonstration).
 
     An episode whose rho is undefined (fewer than 2 frames, or a constant reward) counts 0 in the mean and
