@@ -47,7 +47,6 @@ THRESHOLD_SOURCES = ("run", "labeler, calibrated", "default")
 """Where a row's threshold comes from: the run's attrs["threshold"], the labeler's info["threshold"] mapped
 through the run's calibration, or DEFAULT_THRESHOLD (run_threshold)."""
 DEFAULT_PAIRS = 10_000
-BASELINES = ("time", "random")
 COST_KEYS = {"judge_calls": ("judge_calls", "calls"), "cache_hits": ("cache_hits",),
              "seconds_per_frame": ("seconds_per_frame",)}
 """Cost fields -> the provenance keys read for them, in a run's attrs, then attrs["cost"] (as the labeling job
@@ -174,12 +173,13 @@ def run_threshold(attrs: Mapping[str, Any]) -> tuple[float, str]:
 
 def baseline_rewards(truth: GroundTruth, seed: int) -> dict[str, np.ndarray]:
     """The baselines' rewards float64 [n_frames]: time = t / (T - 1) within each episode of T frames (0 for a
-    one-frame episode), random = uniform [0, 1) from numpy.random.default_rng(seed)."""
+    one-frame episode), random = uniform [0, 1) from numpy.random.default_rng((seed, 1)), a stream apart from
+    the frame pairs' (metrics.sample_pairs draws those from default_rng(seed))."""
     n_frames = int(truth.ends[-1]) if len(truth.ends) else 0
     time = np.zeros(n_frames)
     for start, end in zip(truth.starts, truth.ends):
         time[start:end] = np.arange(end - start) / max(end - start - 1, 1)
-    return {"time": time, "random": np.random.default_rng(seed).random(n_frames)}
+    return {"time": time, "random": np.random.default_rng((seed, 1)).random(n_frames)}
 
 
 def _score(name: str, kind: str, labeler: str, reward: np.ndarray, truth: GroundTruth, first: np.ndarray,
