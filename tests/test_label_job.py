@@ -8,6 +8,9 @@ Datasets are real Zarr stores on disk written by DatasetWriter.
 from __future__ import annotations
 
 import json
+import random
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +27,7 @@ from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 from robot_stack.label import labelers
 from robot_stack.label.base import LabelContext, LabelResult
 from robot_stack.label.clip import vlm_rm_scores
-from robot_stack.learn.clip_embed import clip_embeddings
+from robot_stack.learn.clip_embed import cache_run, clip_embeddings
 
 CAMERAS = [FeatureSpec("image.agentview", "uint8", (32, 32, 3), "image"),
            FeatureSpec("image.wrist", "uint8", (32, 32, 3), "image")]
@@ -32,10 +35,11 @@ LOW_DIM = [FeatureSpec("joint_position", "float32", (2,), "state", units="rad"),
            FeatureSpec("action", "float32", (2,), "action")]
 
 
-def make_dataset(path: Path, lengths: list[int], cameras: bool = True, states: list[np.ndarray] | None = None) -> Path:
+def make_dataset(path: Path, lengths: list[int], cameras: bool | list[FeatureSpec] = True,
+                 states: list[np.ndarray] | None = None) -> Path:
     """Episodes of smooth random images; joint_position[:, 0] = states[i] when given (the test labeler's score)."""
-    writer = DatasetWriter.create(path, robot={"name": "arm"}, record_hz=10,
-                                  features=(CAMERAS if cameras else []) + LOW_DIM)
+    cameras = CAMERAS if cameras is True else cameras or []
+    writer = DatasetWriter.create(path, robot={"name": "arm"}, record_hz=10, features=cameras + LOW_DIM)
     for index, n in enumerate(lengths):
         rng = np.random.default_rng(index)
         frames = {"joint_position": np.zeros((n, 2), np.float32), "action": np.zeros((n, 2), np.float32),
@@ -43,7 +47,7 @@ def make_dataset(path: Path, lengths: list[int], cameras: bool = True, states: l
         if states is not None:
             frames["joint_position"][:, 0] = states[index]
         if cameras:
-            for spec in CAMERAS:
+            for spec in cameras:
                 fields = np.cumsum(np.cumsum(rng.normal(size=(n, 32, 32, 3)), axis=1), axis=2)
                 frames[spec.name] = np.clip(fields * 4 + 128, 0, 255).astype(np.uint8)
         writer.append_frames(frames)
@@ -216,14 +220,37 @@ def test_a_labeler_not_in_this_install_is_one_line(tmp_path, capsys, monkeypatch
     assert code == 2 and "labeler 'future' is not available" in err and "clip" in err
 
 
-def test_label_run_command_in_a_subprocess_with_a_model_folder(tmp_path, tiny_clip):
-    path = make_dataset(tmp_path / "d.zarr", [3, 3])
+# ---- resumability
+
+
+def test_a_killed_job_rerun_embeds_only_what_was_not_saved_and_gives_the_same_labels(tmp_path, tiny_clip, capsys):
+    lengths, save_every = [200, 250, 150], 64
+    path = make_dataset(tmp_path / "d.zarr", lengths, cameras=CAMERAS[1:])
+    shutil.copytree(path, tmp_path / "reference.zarr")
     command = [sys.executable, "-m", "robot_stack.cli.main", "label", "run", str(path), "--labeler", "clip",
-               "--task", "lift the red cube", "--model", tiny_clip["folder0"], "--camera", "image.wrist"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    run = done.stdout.split("labels/")[1].split()[0]
-    assert Dataset.open(path).read_labels(run).attrs["model"] == tiny_clip["folder0"]
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and f"already has label run {run!r}" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+               "--task", "lift the red cube", "--model", tiny_clip["folder0"], "--camera", "image.wrist",
+               "--run", "r", "--no-progress", "--batch-size", "16", "--save-every", str(save_every)]
+    saves = random.Random().randint(1, 3)  # killed after one of the first saved blocks of frames, long before the end
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = 0
+    for line in job.stderr:
+        seen += "(saved)" in line
+        if seen == saves:
+            job.kill()
+            break
+    job.wait(timeout=60)
+    job.stderr.close()
+    assert job.returncode == -signal.SIGKILL and Dataset.open(path).label_runs() == []
+    code, _, err = label(capsys, *command[4:])  # the same command again (in this process)
+    assert code == 0
+    assert f"{saves * save_every} of {sum(lengths)} frames were embedded by an earlier" in err
+    resumed = Dataset.open(path).read_labels("r")
+    assert resumed.attrs["cost"]["frames_embedded"] == sum(lengths) - saves * save_every
+    assert resumed.attrs["model"] == tiny_clip["folder0"]
+    assert Dataset.open(path).label_runs() == ["r"]
+    assert list(Dataset.open(path).label_arrays()) == [cache_run("image.wrist", tiny_clip["folder0"])]  # partial saves gone
+    assert label(capsys, *command[4:5], tmp_path / "reference.zarr", *command[6:])[0] == 0
+    reference = Dataset.open(tmp_path / "reference.zarr").read_labels("r")
+    assert reference.attrs["cost"]["frames_embedded"] == sum(lengths)
+    np.testing.assert_allclose(resumed.raw, reference.raw, atol=1e-6)
+    np.testing.assert_allclose(resumed.reward, reference.reward, atol=1e-5)

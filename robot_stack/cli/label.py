@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
     p.add_argument("--batch-size", type=arguments.positive_int, default=64, metavar="N",
                    help="frames per embedding batch (default: %(default)s)")
+    p.add_argument("--save-every", type=arguments.positive_int, default=1024, metavar="FRAMES",
+                   help="save embeddings every FRAMES frames, so a killed job rerun with the same command resumes "
+                   "there (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a label run of the same name")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     request = LabelRequest(dataset=args.path, labeler=args.labeler, task=args.task, run=args.run, camera=args.camera,
                            model=model_string(args.model, args.pretrained), config=parse_options(args.options),
                            seed=args.seed, device=args.device, calibration=args.calibration,
-                           overwrite=args.overwrite, progress=not args.no_progress, batch_size=args.batch_size)
+                           overwrite=args.overwrite, progress=not args.no_progress, batch_size=args.batch_size,
+                           save_every=args.save_every)
     summary = run_label_job(request)
     marker = "  (GROUND TRUTH used: for measuring the chain only)" if summary.attrs.get("ground_truth_used") else ""
     print(f"labeled {summary.frames} frames in {summary.seconds:.1f} s: {args.path} labels/{summary.run}{marker}")

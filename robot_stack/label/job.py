@@ -5,6 +5,10 @@ labels/<run>/reward (calibrated) and labels/<run>/raw (the labeler's scores) wit
 Calibration (method "percentile-5-95"): reward = scale * raw + offset, with scale and offset chosen so that the
 5th percentile of all raw scores of the dataset maps to 0 and the 95th to 1. One map for every episode, never
 min–max per episode, so a failed episode whose scores are all low keeps low rewards. Method "none": identity.
+
+Resumable: image embeddings are saved every `save_every` frames under labels/_partial/<cache run>/ while
+they are computed, so a killed job rerun with the same command embeds only the frames it had not saved; once
+all are done they become clip_embed's cache (labels/clip_embed.<camera>.<model>/embedding), reused by later runs.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ import hashlib
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from robot_stack.data import Dataset
-from robot_stack.data.schema import check_name
+from robot_stack.data.schema import FeatureSpec, check_name
+from robot_stack.data.store import create_array, open_group, writing
 from robot_stack.errors import DatasetError, LabelError, LearnError
 from robot_stack.label.base import LabelContext
 from robot_stack.label.labelers import labeler_class
@@ -28,6 +37,10 @@ from robot_stack.learn import clip_embed
 
 CALIBRATIONS = ("percentile-5-95", "none")
 CALIBRATION_PERCENTILES = (5.0, 95.0)
+PARTIAL = "_partial"
+"""labels/_partial/<cache run>/: embeddings saved so far by an unfinished job (not a label run)."""
+CHECKPOINT_FRAMES = 1024
+"""By default embeddings are saved every this many frames (a killed job loses at most about this much work)."""
 
 
 @dataclass
@@ -48,6 +61,7 @@ class LabelRequest:
     overwrite: bool = False
     progress: bool = True
     batch_size: int = 64
+    save_every: int = CHECKPOINT_FRAMES
 
 
 @dataclass
@@ -153,11 +167,11 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    embeddings, embed_seconds = None, 0.0
+    embeddings, embedded, embed_seconds = None, 0, 0.0
     if labeler.needs_embeddings:
         try:
-            embeddings = clip_embed.clip_embeddings(ds, camera, request.model, device=request.device,
-                                                    batch_size=request.batch_size, progress=request.progress)
+            embeddings, embedded = embed_frames(ds, camera, request.model, request.device, request.batch_size,
+                                                request.save_every, request.progress, log)
         except LearnError as error:
             raise LabelError(str(error)) from None
         embed_seconds = time.perf_counter() - started
@@ -186,8 +200,97 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
         "config": info.pop("config", dict(request.config)), "seed": request.seed, "calibration": calibration,
         "ground_truth_used": bool(result.ground_truth_used),
         "cost": {"seconds": round(seconds, 3), "embed_seconds": round(embed_seconds, 3), "frames": ds.n_frames,
-                 "judge_calls": info.get("calls"), "cache_hits": info.get("cache_hits")},
+                 "frames_embedded": embedded, "judge_calls": info.get("calls"), "cache_hits": info.get("cache_hits")},
         "info": info, "producer": "robot_stack.label.job",
     }
     ds.write_labels(run, reward.astype(np.float32), attrs, overwrite=request.overwrite, raw=raw)
     return LabelSummary(run, ds.n_frames, seconds, ds.read_labels(run).attrs)
+
+
+def embed_frames(ds: Dataset, camera: str, model: str, device: str, batch_size: int, save_every: int,
+                 progress: bool, log: Callable[[str], None]) -> tuple[np.ndarray, int]:
+    """(L2-normalised CLIP embeddings float32 [n_frames, E] of `camera`, frames embedded by this call).
+
+    clip_embed's cache when it is current; otherwise the frames not saved by an interrupted job are embedded
+    (batches of `batch_size`, the next batch read while this one is encoded, saved every `save_every` frames)
+    with clip_embed's encoding, and the result is stored as clip_embed's cache.
+    """
+    source = clip_embed.parse_model(model)
+    cache = clip_embed.cache_run(camera, model)
+    wanted = {"model": model, "feature": camera, "weights": clip_embed.weights_identity(source),
+              "method": clip_embed.METHOD}
+    try:
+        attrs = ds.label_array_attrs(cache, clip_embed.EMBEDDING)
+    except DatasetError:
+        attrs = {}  # no cache yet, or an interrupted write of it
+    current = {**wanted, "dataset_fingerprint": ds.fingerprint(), "n_frames": ds.n_frames}
+    if all(attrs.get(key) == value for key, value in current.items()):
+        return clip_embed.clip_embeddings(ds, camera, model, device=device, progress=False), 0
+    saved = _saved_segments(ds, cache, current)
+    done = sum(len(segment) for segment in saved)
+    if done:
+        log(f"resuming: {done} of {ds.n_frames} frames were embedded by an earlier, interrupted run")
+    resumed = done
+    clip, preprocess = clip_embed.load_clip(model, device)
+    pending: list[np.ndarray] = []
+    n = ds.n_frames
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-read") as reader, \
+            tqdm(total=n, initial=done, desc=f"CLIP {camera}", unit="frame", disable=not progress) as bar:
+        starts = list(range(done, n, batch_size))
+        future = reader.submit(ds.frames, camera, done, done + batch_size) if starts else None
+        for start in starts:
+            frames = future.result()
+            if start + batch_size < n:  # read the next batch while this one is encoded
+                future = reader.submit(ds.frames, camera, start + batch_size, start + 2 * batch_size)
+            pending.append(clip_embed._encode(clip, preprocess, frames, torch.device(device)))
+            bar.update(len(frames))
+            if sum(map(len, pending)) >= save_every or start + batch_size >= n:
+                segment = np.concatenate(pending)
+                _save_segment(ds, cache, current, done, segment)
+                saved.append(segment)
+                done += len(segment)
+                pending = []
+                log(f"embedded {done} of {n} frames (saved)")
+    embeddings = np.concatenate(saved)
+    ds.write_label_array(cache, clip_embed.EMBEDDING, embeddings, wanted | {
+        "producer": "robot_stack.label.job (clip_embed's encoding, resumable)", "embed_dim": int(embeddings.shape[1]),
+        "image_size": list(preprocess.size), "batch_size": batch_size}, overwrite=True)
+    root = open_group(ds.path, writable=True)
+    with writing(ds.path, f"labels/{PARTIAL}/{cache}"):
+        del root["labels"][PARTIAL][cache]
+    return embeddings, n - resumed
+
+
+def _saved_segments(ds: Dataset, cache: str, current: dict[str, Any]) -> list[np.ndarray]:
+    """The embeddings [k, E] an interrupted job saved for these frames, model and data, in frame order from 0;
+    saved work of other data or another model is dropped."""
+    root = open_group(ds.path, writable=False)
+    group = root.get(f"labels/{PARTIAL}/{cache}")
+    if group is None:
+        return []
+    if group.attrs.asdict() != current:
+        with writing(ds.path, f"labels/{PARTIAL}/{cache}"):
+            del open_group(ds.path, writable=True)["labels"][PARTIAL][cache]
+        return []
+    segments, done = [], 0
+    for name, array in sorted(group.arrays()):
+        if int(name) != done or not array.attrs.get("complete"):
+            break  # a segment whose writing was interrupted, and everything after it, is embedded again
+        segments.append(array[:])
+        done += len(segments[-1])
+    return segments
+
+
+def _save_segment(ds: Dataset, cache: str, current: dict[str, Any], start: int, segment: np.ndarray) -> None:
+    """Save embeddings [k, E] of frames [start, start + k) under labels/_partial/<cache>/<start>."""
+    root = open_group(ds.path, writable=True)
+    with writing(ds.path, f"labels/{PARTIAL}/{cache}"):
+        partial = root.require_group("labels").require_group(PARTIAL)
+        group = partial[cache] if cache in partial else partial.create_group(cache, attributes=current)
+        name = f"{start:012d}"
+        if name in group:
+            del group[name]
+        array = create_array(group, name, FeatureSpec("embedding", "float32", segment.shape[1:], "state"), 1)
+        array.resize(segment.shape)
+        array[:] = segment
+        array.update_attributes({"complete": True})  # last: an array without it was interrupted
