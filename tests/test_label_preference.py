@@ -71,9 +71,9 @@ def test_bradley_terry_ranks_the_preferred_first_frames_higher():
     x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     pairs = np.stack(np.meshgrid(np.arange(10), np.arange(10, 20)), -1).reshape(-1, 2)  # first from 0-9, second 10-19
     for answer, sign in ((PREFER_FIRST, 1), (PREFER_SECOND, -1)):
-        reward = fit_bradley_terry(x, pairs, np.full(len(pairs), answer, np.int8), ensemble=2, steps=100)
+        reward = fit_bradley_terry(x, pairs, np.full(len(pairs), answer, np.int8), ensemble=2, steps=150)
         assert reward.shape == (20,) and reward.dtype == np.float32
-        assert sign * (reward[:10].min() - reward[10:].max()) > 0, (answer, reward)
+        assert sign * (reward[:10].mean() - reward[10:].mean()) > 1, (answer, reward)  # standardised: 2 if apart
 
 
 def test_bradley_terry_leaves_abstentions_out_and_needs_one_answer():
