@@ -68,6 +68,21 @@ class JointLabeler:
                            ground_truth_used=True)
 
 
+class BrightnessLabeler:
+    """Test labeler: raw score = mean pixel of the camera; with input=pixels it needs no CLIP model."""
+
+    name = "brightness"
+    needs_images = True
+    needs_embeddings = True
+
+    @classmethod
+    def requirements(cls, config: dict) -> tuple[bool, bool]:
+        return True, config.get("input") != "pixels"
+
+    def label(self, context: LabelContext) -> LabelResult:
+        return LabelResult(context.dataset.frames(context.camera).mean(axis=(1, 2, 3)), {"config": context.config})
+
+
 @pytest.fixture
 def joint_labeler(monkeypatch) -> str:
     monkeypatch.setitem(labelers.LABELERS, "joint", f"{__name__}:JointLabeler")
@@ -211,6 +226,18 @@ def test_bad_requests_are_one_line_errors(tmp_path, tiny_clip, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert Dataset.open(path).label_runs() == ["taken"]
     assert label(capsys, *base, "--labeler", "clip", "--camera", "agentview", "--run", "taken", "--overwrite")[0] == 0
+
+
+def test_a_labeler_on_pixels_needs_no_model(tmp_path, capsys, monkeypatch):
+    path = make_dataset(tmp_path / "d.zarr", [4, 3], cameras=CAMERAS[:1])
+    monkeypatch.setitem(labelers.LABELERS, "brightness", f"{__name__}:BrightnessLabeler")
+    code, _, err = label(capsys, "run", path, "--labeler", "brightness", "--task", "lift")
+    assert code == 2 and "embeds frames with CLIP: give --model" in err
+    assert label(capsys, "run", path, "--labeler", "brightness", "--task", "lift", "--set", "input=pixels",
+                 "--run", "b")[0] == 0
+    labels = Dataset.open(path).read_labels("b")
+    assert labels.attrs["camera"] == "image.agentview" and labels.attrs["model"] is None
+    np.testing.assert_allclose(labels.raw, Dataset.open(path).frames("image.agentview").mean(axis=(1, 2, 3)), rtol=1e-6)
 
 
 def test_a_labeler_not_in_this_install_is_one_line(tmp_path, capsys, monkeypatch):

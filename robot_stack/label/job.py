@@ -122,10 +122,18 @@ def fit_calibration(raw: np.ndarray, method: str) -> dict[str, Any]:
             "percentiles": list(CALIBRATION_PERCENTILES)}
 
 
-def check_request(request: LabelRequest) -> tuple[Dataset, type, str, str | None]:
-    """Everything a user can get wrong, before any work: (dataset, labeler class, run name, camera).
-    LabelError (or DatasetError for the dataset itself) naming the problem."""
+def requirements(labeler: type, config: dict[str, Any]) -> tuple[bool, bool]:
+    """(needs_images, needs_embeddings) of a labeler for these options: its requirements(config) classmethod
+    where it has one (e.g. a labeler on pixels needs no CLIP model), else its class attributes."""
+    rule = getattr(labeler, "requirements", None)
+    return tuple(rule(config)) if rule is not None else (labeler.needs_images, labeler.needs_embeddings)
+
+
+def check_request(request: LabelRequest) -> tuple[Dataset, type, str, str | None, bool]:
+    """Everything a user can get wrong, before any work: (dataset, labeler class, run name, camera, whether
+    it needs embeddings). LabelError (or DatasetError for the dataset itself) naming the problem."""
     labeler = labeler_class(request.labeler)
+    needs_images, needs_embeddings = requirements(labeler, request.config)
     if not request.task.strip():
         raise LabelError('the task is empty: say what the robot should do, e.g. --task "lift the red cube"')
     if request.calibration not in CALIBRATIONS:
@@ -133,8 +141,8 @@ def check_request(request: LabelRequest) -> tuple[Dataset, type, str, str | None
     ds = Dataset.open(request.dataset)
     if ds.n_frames == 0:
         raise LabelError(f"{ds.path} has no committed episodes: nothing to label")
-    camera = resolve_camera(ds, request.camera) if labeler.needs_images else None
-    if labeler.needs_embeddings:
+    camera = resolve_camera(ds, request.camera) if needs_images else None
+    if needs_embeddings:
         if not request.model:
             raise LabelError(f"labeler {request.labeler!r} embeds frames with CLIP: give --model ({clip_embed.MODEL_FORMS})")
         try:
@@ -154,21 +162,21 @@ def check_request(request: LabelRequest) -> tuple[Dataset, type, str, str | None
                          "to replace it")
     if taken and run in ds.label_arrays():
         raise LabelError(f"label run {run!r} in {ds.path} holds cached arrays, not rewards: choose another --run name")
-    return ds, labeler, run, camera
+    return ds, labeler, run, camera, needs_embeddings
 
 
 def run_label_job(request: LabelRequest) -> LabelSummary:
     """Label every committed frame of the dataset and write the run (module docstring). Raises LabelError
     (one line) for anything the user can fix."""
     started = time.perf_counter()
-    ds, labeler_type, run, camera = check_request(request)
+    ds, labeler_type, run, camera, needs_embeddings = check_request(request)
     labeler = labeler_type()
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     embeddings, embedded, embed_seconds = None, 0, 0.0
-    if labeler.needs_embeddings:
+    if needs_embeddings:
         try:
             embeddings, embedded = embed_frames(ds, camera, request.model, request.device, request.batch_size,
                                                 request.save_every, request.progress, log)
