@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,8 +214,8 @@ def logprob_reply(p_true: float | None, text: str = "True"):
     def reply(request: dict) -> tuple:
         if p_true is None:
             return 200, ChatServer.message(text), 0.0
-        top = [{"token": "True", "logprob": float(np.log(p_true))}, {"token": "False", "logprob": float(np.log(1 - p_true))},
-               {"token": "Yes", "logprob": -5.0}]
+        top = [{"token": "True", "logprob": float(np.log(p_true))},
+               {"token": "False", "logprob": float(np.log(1 - p_true))}, {"token": "Yes", "logprob": -5.0}]
         return 200, ChatServer.message(text, top), 0.0
     return reply
 
@@ -286,7 +285,8 @@ def test_the_budget_stops_asking_and_the_rest_abstain(server, dataset):
     answers = judge.prefer(pairs, context(dataset))
     assert len(server.requests) == 2 * 3
     assert answers.tolist() == [PREFER_SECOND] * 3 + [ABSTAIN] * 7
-    assert (judge.stats.calls, judge.stats.over_budget, judge.stats.abstentions, judge.stats.budget_left) == (3, 7, 7, 0)
+    stats = judge.stats
+    assert (stats.calls, stats.over_budget, stats.abstentions, stats.budget_left) == (3, 7, 7, 0)
     assert (judge.prefer(pairs[:3], context(dataset)) == PREFER_SECOND).all()  # cache hits cost no budget
     assert judge.stats.cache_hits == 3 and len(server.requests) == 6
 

@@ -47,7 +47,8 @@ def dataset(tmp_path_factory) -> Dataset:
         reward = np.linspace(0, 1 if success else 0.4, LENGTH).astype(np.float32)
         images = np.clip(reward[:, None, None, None] * 200 + 20 + rng.normal(0, 8, (LENGTH, 16, 16, 3)), 0, 255)
         writer.append_frames({"image.front": images.astype(np.uint8), "sim_reward": reward,
-                              "action": np.zeros((LENGTH, 2), np.float32), "timestamp": index * 10 + np.arange(LENGTH) / 10})
+                              "action": np.zeros((LENGTH, 2), np.float32),
+                              "timestamp": index * 10 + np.arange(LENGTH) / 10})
         writer.commit_episode("push", success)
     writer.close()
     return Dataset.open(path)
@@ -56,7 +57,8 @@ def dataset(tmp_path_factory) -> Dataset:
 def progress_embeddings(reward: np.ndarray, seed: int = 0) -> np.ndarray:
     """float32 [n, 8] unit vectors: a curved code of the reward in two dimensions plus six of noise."""
     rng = np.random.default_rng(seed)
-    code = np.concatenate([np.stack([np.cos(2 * reward), np.sin(2 * reward)], 1), rng.normal(0, 0.1, (len(reward), 6))], 1)
+    curve = np.stack([np.cos(2 * reward), np.sin(2 * reward)], 1)
+    code = np.concatenate([curve, rng.normal(0, 0.1, (len(reward), 6))], 1)
     return (code / np.linalg.norm(code, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -143,3 +145,20 @@ def test_bad_options_are_one_line(dataset):
         assert "\n" not in str(error.value)
     with pytest.raises(LabelError, match="give --model .* or set pixels=true"):
         label(dataset, None, judge="time")
+
+
+def test_requirements_ask_for_embeddings_unless_on_pixels():
+    assert PreferenceLabeler.requirements({"judge": "oracle"}) == (True, True)
+    assert PreferenceLabeler.requirements({"judge": "oracle", "pixels": "true"}) == (True, False)
+    assert PreferenceLabeler.requirements({"mix": "time+clip", "pixels": True}) == (True, True)
+
+
+def test_a_label_job_writes_the_preference_run_with_its_judge_and_ground_truth_flag(dataset):
+    from robot_stack.label.job import LabelRequest, run_label_job
+
+    config = {"judge": "oracle", "error_rate": 0.25, "pixels": True, "pairs": 200, "ensemble": 1, "steps": 50}
+    summary = run_label_job(LabelRequest(dataset.path, "preference", "push the block to the goal", run="pref-oracle",
+                                         camera="image.front", config=config, progress=False))
+    labels = Dataset.open(dataset.path).read_labels("pref-oracle")
+    assert summary.frames == dataset.n_frames and labels.attrs["judge"] == "oracle"
+    assert labels.attrs["ground_truth_used"] is True and labels.attrs["labeler"] == "preference"

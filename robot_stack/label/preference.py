@@ -32,14 +32,17 @@ OPTIONS = {"judge", "mix", "pairs", "budget", "ensemble", "steps", "pixels", "er
 class PreferenceLabeler:
     name = "preference"
     needs_images = True
-    needs_embeddings = True  # the reward model's default input; unused with pixels=true
+    needs_embeddings = True  # the reward model's default input; requirements(config) says it per run
+
+    @classmethod
+    def requirements(cls, config: dict[str, Any]) -> tuple[bool, bool]:
+        """(needs_images, needs_embeddings) for a run with these options: the camera always (the judges and the
+        reward model look at its frames); CLIP embeddings unless pixels=true and no clip judge is asked."""
+        return True, not option(config, "pixels", bool, False) or "clip" in judge_names(config)
 
     def label(self, context: LabelContext) -> LabelResult:
         config = dict(context.config)
-        unknown = sorted(set(config) - OPTIONS)
-        if unknown:
-            raise LabelError(f"the preference labeler has no option {', '.join(unknown)}: it takes {sorted(OPTIONS)}")
-        names = str(config.get("mix") or config.get("judge") or "time").split("+")
+        names = judge_names(config)
         n_pairs = option(config, "pairs", int, 2000)
         ensemble = option(config, "ensemble", int, 3)
         steps = option(config, "steps", int, 400)
@@ -47,7 +50,7 @@ class PreferenceLabeler:
         if n_pairs < len(names) or ensemble < 1 or steps < 1:
             raise LabelError(f"pairs={n_pairs}, ensemble={ensemble}, steps={steps}: each must be at least 1 (pairs "
                              "at least one per judge)")
-        judges = [build_judge(name.strip(), config) for name in names]
+        judges = [build_judge(name, config) for name in names]
         rng = np.random.default_rng([context.seed, 0x9A1F])
         pairs, answers = [], []
         for i, judge in enumerate(judges):
@@ -98,3 +101,11 @@ class PreferenceLabeler:
         if len(context.embeddings) != ds.n_frames:
             raise LabelError(f"embeddings have {len(context.embeddings)} rows for {ds.n_frames} committed frames")
         return context.embeddings, None
+
+
+def judge_names(config: dict[str, Any]) -> list[str]:
+    """The judges a run asks (mix=a+b, else judge=NAME, else time); LabelError for an unknown option."""
+    unknown = sorted(set(config) - OPTIONS)
+    if unknown:
+        raise LabelError(f"the preference labeler has no option {', '.join(unknown)}: it takes {sorted(OPTIONS)}")
+    return [name.strip() for name in str(config.get("mix") or config.get("judge") or "time").split("+")]

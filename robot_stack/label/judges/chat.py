@@ -134,7 +134,8 @@ def image_url(frame: np.ndarray) -> dict[str, Any]:
     """An image content part: the uint8 [H, W, 3] frame as a PNG base64 data URL."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG")
-    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}}
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
 
 
 def pair_message(first: np.ndarray, second: np.ndarray, text: str) -> dict[str, Any]:
@@ -164,8 +165,8 @@ class ChatJudge(Judge):
         feature = self._feature(context)
         answers = np.full(len(pairs), ABSTAIN, np.int8)
         for i, (a, b) in enumerate(pairs):
-            question = pair_message(context.dataset.frames(feature, a, a + 1)[0],
-                                    context.dataset.frames(feature, b, b + 1)[0], ANALYSIS_PROMPT.format(task=context.task))
+            frames = context.dataset.frames(feature, a, a + 1)[0], context.dataset.frames(feature, b, b + 1)[0]
+            question = pair_message(*frames, ANALYSIS_PROMPT.format(task=context.task))
             analysis = reply_text(self.endpoint.complete([question], **self.decoding))
             if analysis is None:
                 self.malformed += 1
