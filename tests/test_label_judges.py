@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -196,6 +197,18 @@ def test_a_refusing_endpoint_is_one_label_error_line(dataset):
     assert "\n" not in str(error.value)
 
 
+def test_label_run_with_a_refusing_endpoint_prints_one_line_and_exits_2(dataset, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = main(["label", "run", str(dataset.path), "--labeler", "preference", "--task", TASK, "--no-progress",
+                 "--set", "judge=chat", "--set", f"endpoint=http://127.0.0.1:{port}/v1", "--set", "pixels=true"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]  # the job's progress lines go to stderr too
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"cannot be reached \(.*refused\): is the model server running there\?$", errors[0]), errors
+
+
 def test_a_4xx_is_one_line_at_once_and_the_api_key_is_sent_but_never_printed(server, dataset, monkeypatch):
     monkeypatch.setenv("ROBOT_STACK_TEST_KEY", "sk-secret-123")
     server.default = (401, {"error": "bad key"}, 0.0)
@@ -214,8 +227,8 @@ def logprob_reply(p_true: float | None, text: str = "True"):
     def reply(request: dict) -> tuple:
         if p_true is None:
             return 200, ChatServer.message(text), 0.0
-        top = [{"token": "True", "logprob": float(np.log(p_true))},
-               {"token": "False", "logprob": float(np.log(1 - p_true))}, {"token": "Yes", "logprob": -5.0}]
+        top = [{"token": "\u2581True", "logprob": float(np.log(p_true))},  # a SentencePiece leading-space mark
+               {"token": " False", "logprob": float(np.log(1 - p_true))}, {"token": "Yes", "logprob": -5.0}]
         return 200, ChatServer.message(text, top), 0.0
     return reply
 
@@ -277,6 +290,32 @@ def test_a_job_stopped_midway_keeps_the_batches_it_asked(server, dataset):
     rerun = chat_judge(server)
     assert (rerun.prefer(pairs, context(dataset)) == PREFER_SECOND).all()
     assert (rerun.stats.cache_hits, rerun.stats.calls) == (BATCH_PAIRS, len(pairs) - BATCH_PAIRS)
+
+
+def test_a_killed_job_keeps_the_batches_it_asked(server, dataset):
+    pairs = np.stack([np.arange(0, 40), np.arange(1, 41)], 1)
+    script = (
+        "import json, sys, numpy as np\n"
+        "from robot_stack.data import Dataset\n"
+        "from robot_stack.label.base import LabelContext\n"
+        "from robot_stack.label.judges.base import build_judge\n"
+        "judge = build_judge('chat', {'endpoint': sys.argv[2], 'model_name': 'vlm-test'})\n"
+        f"judge.prefer(np.array(json.loads(sys.argv[3])), LabelContext(Dataset.open(sys.argv[1]), {TASK!r}, "
+        "camera='image.front'))\n")
+    job: list[subprocess.Popen] = []
+
+    def kill(request: dict) -> tuple:
+        job[0].kill()  # SIGKILL while the 21st pair is asked: the first batch of 16 was written, the second not
+        return 200, server.message(ANALYSIS), 0.0
+
+    server.script = [server.vlm] * 2 * (BATCH_PAIRS + 4) + [kill]
+    job.append(subprocess.Popen([sys.executable, "-c", script, str(dataset.path), server.url,
+                                 json.dumps(pairs.tolist())], stderr=subprocess.DEVNULL))
+    assert job[0].wait(timeout=120) == -9
+    rerun = chat_judge(server)
+    assert (rerun.prefer(pairs, context(dataset)) == PREFER_SECOND).all()
+    assert (rerun.stats.cache_hits, rerun.stats.calls) == (BATCH_PAIRS, len(pairs) - BATCH_PAIRS)
+    assert validate(dataset.path, progress=False) == []
 
 
 def test_the_budget_stops_asking_and_the_rest_abstain(server, dataset):

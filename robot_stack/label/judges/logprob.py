@@ -3,7 +3,7 @@
 top_logprobs: 5, max_tokens: 1, and scored from the next token's top log-probabilities.
 
 Convention: P(True) and P(False) are the summed probabilities of the top tokens that read "true" / "false"
-(case and surrounding spaces ignored); p = P(True) / (P(True) + P(False)). p > 0.5 + margin prefers the
+(case, spaces and a tokenizer's leading-space mark ignored); p = P(True) / (P(True) + P(False)). p > 0.5 + margin prefers the
 second frame (PREFER_SECOND), p < 0.5 - margin the first (PREFER_FIRST), otherwise abstain (margin default
 0.1). When the server returns no log-probabilities (or neither word is among the top tokens) the reply text
 is used instead: exactly "True" -> second, "False" -> first, anything else abstains (stats: malformed).
@@ -33,7 +33,7 @@ def true_false(response: dict[str, Any]) -> tuple[float, float] | None:
         return None
     totals = {"true": 0.0, "false": 0.0}
     for entry in top or []:
-        word = str(entry.get("token", "")).strip().lower()
+        word = str(entry.get("token", "")).strip().lstrip("\u0120\u2581").lower()  # BPE / SentencePiece space marks
         if word in totals:
             totals[word] += math.exp(float(entry["logprob"]))
     return (totals["true"], totals["false"]) if totals["true"] + totals["false"] > 0 else None
