@@ -146,7 +146,8 @@ def list_runs(args: argparse.Namespace) -> int:
             print(f"{row['run']}: incomplete (its writing was interrupted): label again with --overwrite")
             continue
         calibration = row["calibration"] or {}
-        mapping = (f"{calibration.get('method')} (reward = {calibration['scale']:.4g} * raw + {calibration['offset']:.4g})"
+        mapping = (f"{calibration.get('method')} (reward = {calibration['scale']:.4g} * raw "
+                   f"{'-' if calibration['offset'] < 0 else '+'} {abs(calibration['offset']):.4g})"
                    if "scale" in calibration else "none recorded")
         lines = [f"{row['run']}{'  GROUND TRUTH used' if row['ground_truth_used'] else ''}"
                  f"{'' if row['current'] else '  (stale: the dataset changed since; label again)'}",
