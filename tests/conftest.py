@@ -99,3 +99,52 @@ def tiny_clip(tmp_path_factory) -> dict[str, str]:
     torch.save(torch.load(folder / "tiny0.pt"), model_dir / "open_clip_pytorch_model.bin")
     models["folder0"] = str(model_dir)
     return models
+
+
+TUNED_CLIP_CAPTIONS = ("the arm is far from the target", "the arm is near the target", "the arm is at the target")
+
+
+@pytest.fixture(scope="session")
+def tuned_clip(tmp_path_factory, tiny_clip) -> dict[str, str]:
+    """A recorded reach2d dataset with a top camera ('dataset': copy it before writing labels) and a local model
+    folder ('model') of the tiny CLIP briefly fine-tuned on its frames with templated captions: each frame is
+    captioned TUNED_CLIP_CAPTIONS[k] by the tercile k of its sim_reward, and both towers learn to match frames
+    to captions (cross-entropy over the three captions, CLIP's logit scale). This proves the labeling plumbing
+    on a model that has seen these frames; it says nothing about zero-shot ability."""
+    import json
+
+    import numpy as np
+    import open_clip
+    import torch
+    from torch.nn import functional as F
+
+    import robot_stack.learn  # noqa: F401  torch's triton loads before MuJoCo's OSMesa
+    from robot_stack.learn.clip_embed import BatchPreprocess
+    from robot_stack.sim import collect as sim_collect
+
+    folder = tmp_path_factory.mktemp("tuned_clip")
+    ds = sim_collect.collect("reach2d", folder / "reach2d.zarr", 10, mix={"expert": 0.5, "random": 0.5}, seed=5,
+                             horizon=30, cameras=["top:24x32"], progress=False)
+    reward = ds.frames("sim_reward")
+    captions = torch.from_numpy(np.digitize(reward, np.percentile(reward, [100 / 3, 200 / 3])))
+    arch, _, checkpoint = tiny_clip["checkpoint0"].partition(":")
+    model = open_clip.create_model(arch, pretrained=checkpoint)
+    images = BatchPreprocess(model.visual.preprocess_cfg)(torch.from_numpy(ds.frames("image.top")))
+    tokens = open_clip.get_tokenizer(arch)(list(TUNED_CLIP_CAPTIONS))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(150):
+        batch = torch.randint(0, len(images), (64,), generator=generator)
+        image = F.normalize(model.encode_image(images[batch]), dim=-1)
+        text = F.normalize(model.encode_text(tokens), dim=-1)
+        loss = F.cross_entropy(model.logit_scale.exp() * image @ text.T, captions[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model_dir = folder / "model"
+    model_dir.mkdir()
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    torch.save(model.state_dict(), model_dir / "open_clip_pytorch_model.bin")
+    return {"dataset": str(folder / "reach2d.zarr"), "model": str(model_dir)}
