@@ -217,6 +217,10 @@ def test_bad_requests_are_one_line_errors(tmp_path, tiny_clip, capsys):
         (["run", path, "--labeler", "clip", "--task", "  ", "--model", model, "--camera", "wrist"], "the task is empty"),
         (["run", path, "--labeler", "clip", "--task", "lift", "--camera", "wrist", "--model", str(tmp_path / "no_config")],
          "has no open_clip_config.json"),
+        (["run", path, "--labeler", "clip", "--task", "lift", "--camera", "wrist", "--model", "ViT-B-32",
+          "--pretrained", "no-such-tag"], "open_clip has no pretrained tag 'no-such-tag' for ViT-B-32"),
+        (["run", path, "--labeler", "clip", "--task", "lift", "--camera", "wrist", "--pretrained", "openai"],
+         "--pretrained openai needs --model ARCH"),
         ([*base, "--labeler", "clip", "--camera", "agentview", "--run", "taken"],
          "already has label run 'taken': choose another --run name, or pass --overwrite"),
     ]
