@@ -128,6 +128,11 @@ def test_clip_run_writes_calibrated_reward_raw_scores_and_provenance(tmp_path, t
     assert calibration["method"] == "percentile-5-95"
     np.testing.assert_allclose(labels.reward, calibration["scale"] * cosine + calibration["offset"], atol=1e-4)
     np.testing.assert_allclose(np.percentile(labels.reward, [5, 95]), [0, 1], atol=1e-4)
+    # a second run with the same model and camera reuses the cached embeddings
+    assert attrs["cost"]["frames_embedded"] == 11
+    assert label(capsys, "run", path, "--labeler", "clip", "--task", "open the drawer", "--model", model,
+                 "--camera", "agentview", "--run", "c1", "--no-progress")[0] == 0
+    assert Dataset.open(path).read_labels("c1").attrs["cost"]["frames_embedded"] == 0
 
 
 def test_vlm_rm_projection_convention():
