@@ -24,10 +24,10 @@ from torch.nn import functional as F
 
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
-from robot_stack.label import labelers
+from robot_stack.label import job, labelers
 from robot_stack.label.base import LabelContext, LabelResult
 from robot_stack.label.clip import vlm_rm_scores
-from robot_stack.learn.clip_embed import cache_run, clip_embeddings
+from robot_stack.learn.clip_embed import METHOD, cache_run, clip_embeddings, parse_model, weights_identity
 
 CAMERAS = [FeatureSpec("image.agentview", "uint8", (32, 32, 3), "image"),
            FeatureSpec("image.wrist", "uint8", (32, 32, 3), "image")]
@@ -290,3 +290,20 @@ def test_a_killed_job_rerun_embeds_only_what_was_not_saved_and_gives_the_same_la
     assert reference.attrs["cost"]["frames_embedded"] == sum(lengths)
     np.testing.assert_allclose(resumed.raw, reference.raw, atol=1e-6)
     np.testing.assert_allclose(resumed.reward, reference.reward, atol=1e-5)
+
+
+def test_saved_embeddings_of_other_data_are_not_resumed(tmp_path, tiny_clip, capsys):
+    path = make_dataset(tmp_path / "d.zarr", [6, 5], cameras=CAMERAS[:1])
+    model = tiny_clip["checkpoint0"]
+    ds = Dataset.open(path)
+    cache = cache_run("image.agentview", model)
+    key = {"model": model, "feature": "image.agentview", "weights": weights_identity(parse_model(model)),
+           "method": METHOD, "dataset_fingerprint": "recorded-before-an-episode-was-added", "n_frames": 11}
+    job._save_segment(ds, cache, key, 0, np.zeros((8, 16), np.float32))  # what a killed job left, on other data
+    code, _, err = label(capsys, "run", path, "--labeler", "clip", "--task", "lift", "--model", model,
+                         "--set", "alpha=0", "--run", "r", "--no-progress")
+    assert code == 0 and "resuming" not in err
+    labels = Dataset.open(path).read_labels("r")
+    assert labels.attrs["cost"]["frames_embedded"] == 11
+    np.testing.assert_allclose(labels.raw, clip_embeddings(Dataset.open(path), "image.agentview", model,
+                                                           progress=False) @ text_embedding(model, "lift"), atol=1e-5)
