@@ -15,7 +15,9 @@ Training samples (windows of frames, robot_stack.label.frame_models), targets in
 Input (config `input`): frozen open_clip embeddings (default: the job fills LabelContext.embeddings) or
 `input=pixels`: a small CNN trained from scratch on the camera's frames, which needs no pretrained model.
 Each sample is a window of `window` frames `stride` apart, the newest last (default 2 frames 3 apart: the
-current frame and one from 3 steps before, so the model sees which way the scene moves).
+current frame and one from 3 steps before, so the model sees which way the scene moves). Measured on 12
+reach2d episodes, 32x32 pixels: VOC 0.93 with window 2 vs 0.83 with window 1; rewinds 0, 2 or 4 scored played-back
+episodes alike there (Spearman with reversed time 0.85-0.90): frame content alone already lowers them.
 """
 
 from __future__ import annotations
