@@ -118,7 +118,6 @@ def tuned_clip(tmp_path_factory, tiny_clip) -> dict[str, str]:
     import torch
     from torch.nn import functional as F
 
-    import robot_stack.learn  # noqa: F401  torch's triton loads before MuJoCo's OSMesa
     from robot_stack.learn.clip_embed import BatchPreprocess
     from robot_stack.sim import collect as sim_collect
 
