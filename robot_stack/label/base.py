@@ -73,3 +73,6 @@ class Labeler(Protocol):
     needs_embeddings: bool  # the job fills LabelContext.embeddings (cached in the dataset's labels area)
 
     def label(self, context: LabelContext) -> LabelResult: ...
+
+    # Optional: @classmethod requirements(cls, config) -> (needs_images, needs_embeddings) for these options,
+    # where they change what the labeler needs (progress on pixels needs no CLIP model); the job asks it first.
