@@ -25,6 +25,8 @@ examples:
   robot-stack label run demo.zarr --labeler clip --task "lift the red cube" --model ViT-B-32 --pretrained openai
   robot-stack label run demo.zarr --labeler clip --task "lift the red cube" --model ./my_clip_folder \\
       --camera agentview --set alpha=0.5 --set baseline="a robot arm" --run clip-lift
+  robot-stack label run demo.zarr --labeler clip --task "lift the red cube" --model ./my_clip_folder \\
+      --engine ray --address 10.0.0.5:6379
   robot-stack train --algo iql --dataset demo.zarr --reward labels/clip-lift
 
 Bad input is a one-line error, exit status 2."""
@@ -61,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=arguments.positive_int, default=1024, metavar="FRAMES",
                    help="save embeddings every FRAMES frames, so a killed job rerun with the same command resumes "
                    "there (default: %(default)s)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="where frames are embedded: local (this "
+                   "process) or ray (shards over a Ray cluster, the same labels; default: %(default)s)")
+    p.add_argument("--address", default="", metavar="ADDR", help="with --engine ray: the running Ray cluster's head "
+                   "HOST:PORT (or ray://HOST:PORT, auto); its workers must see DATASET at the same path (default: a "
+                   "Ray started on 127.0.0.1 for this job)")
+    p.add_argument("--workers", type=arguments.positive_int, metavar="N", help="with --engine ray: Ray workers (one "
+                   "CPU each; default: every CPU of this machine, or of the cluster)")
     p.add_argument("--overwrite", action="store_true", help="replace a label run of the same name")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -105,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                            model=model_string(args.model, args.pretrained), config=parse_options(args.options),
                            seed=args.seed, device=args.device, calibration=args.calibration,
                            overwrite=args.overwrite, progress=not args.no_progress, batch_size=args.batch_size,
-                           save_every=args.save_every)
+                           save_every=args.save_every, engine=args.engine, address=args.address,
+                           workers=args.workers)
     summary = run_label_job(request)
     marker = "  (GROUND TRUTH used: for measuring the chain only)" if summary.attrs.get("ground_truth_used") else ""
     print(f"labeled {summary.frames} frames in {summary.seconds:.1f} s: {args.path} labels/{summary.run}{marker}")

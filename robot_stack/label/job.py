@@ -17,21 +17,19 @@ import hashlib
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from robot_stack.data import Dataset
 from robot_stack.data.schema import FeatureSpec, check_name
 from robot_stack.data.store import create_array, open_group, writing
 from robot_stack.errors import DatasetError, LabelError, LearnError
 from robot_stack.label.base import LabelContext
+from robot_stack.label.engine import EmbedWork, LocalEngine, RayEngine, make_engine
 from robot_stack.label.labelers import labeler_class
 from robot_stack.learn import clip_embed
 
@@ -62,6 +60,9 @@ class LabelRequest:
     progress: bool = True
     batch_size: int = 64
     save_every: int = CHECKPOINT_FRAMES
+    engine: str = "local"
+    address: str = ""
+    workers: int | None = None
 
 
 @dataclass
@@ -170,6 +171,7 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
     (one line) for anything the user can fix."""
     started = time.perf_counter()
     ds, labeler_type, run, camera, needs_embeddings = check_request(request)
+    engine = make_engine(request.engine, request.address, request.workers)
     labeler = labeler_type()
 
     def log(line: str) -> None:
@@ -179,10 +181,13 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
     if needs_embeddings:
         try:
             embeddings, embedded = embed_frames(ds, camera, request.model, request.device, request.batch_size,
-                                                request.save_every, request.progress, log)
+                                                request.save_every, request.progress, log, engine)
         except LearnError as error:
             raise LabelError(str(error)) from None
         embed_seconds = time.perf_counter() - started
+    elif engine.name != "local":
+        log(f"the {engine.name} engine has nothing to share out: labeler {request.labeler!r} needs no image "
+            "embeddings with these options, and runs in this process")
     context = LabelContext(dataset=ds, task=request.task, camera=camera, model=request.model, embeddings=embeddings,
                            config=dict(request.config), seed=request.seed, device=request.device,
                            progress=request.progress, log=log)
@@ -209,19 +214,21 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
         "ground_truth_used": bool(result.ground_truth_used),
         "cost": {"seconds": round(seconds, 3), "embed_seconds": round(embed_seconds, 3), "frames": ds.n_frames,
                  "frames_embedded": embedded, "judge_calls": info.get("calls"), "cache_hits": info.get("cache_hits")},
-        "info": info, "producer": "robot_stack.label.job",
+        "info": info, "engine": engine.info, "producer": "robot_stack.label.job",
     }
     ds.write_labels(run, reward.astype(np.float32), attrs, overwrite=request.overwrite, raw=raw)
     return LabelSummary(run, ds.n_frames, seconds, ds.read_labels(run).attrs)
 
 
 def embed_frames(ds: Dataset, camera: str, model: str, device: str, batch_size: int, save_every: int,
-                 progress: bool, log: Callable[[str], None]) -> tuple[np.ndarray, int]:
+                 progress: bool, log: Callable[[str], None],
+                 engine: LocalEngine | RayEngine | None = None) -> tuple[np.ndarray, int]:
     """(L2-normalised CLIP embeddings float32 [n_frames, E] of `camera`, frames embedded by this call).
 
     clip_embed's cache when it is current; otherwise the frames not saved by an interrupted job are embedded
     (batches of `batch_size`, the next batch read while this one is encoded, saved every `save_every` frames)
-    with clip_embed's encoding, and the result is stored as clip_embed's cache.
+    with clip_embed's encoding, by `engine` (default: in this process), and the result is stored as
+    clip_embed's cache.
     """
     source = clip_embed.parse_model(model)
     cache = clip_embed.cache_run(camera, model)
@@ -238,31 +245,20 @@ def embed_frames(ds: Dataset, camera: str, model: str, device: str, batch_size: 
     done = sum(len(segment) for segment in saved)
     if done:
         log(f"resuming: {done} of {ds.n_frames} frames were embedded by an earlier, interrupted run")
-    resumed = done
-    clip, preprocess = clip_embed.load_clip(model, device)
-    pending: list[np.ndarray] = []
-    n = ds.n_frames
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-read") as reader, \
-            tqdm(total=n, initial=done, desc=f"CLIP {camera}", unit="frame", disable=not progress) as bar:
-        starts = list(range(done, n, batch_size))
-        future = reader.submit(ds.frames, camera, done, done + batch_size) if starts else None
-        for start in starts:
-            frames = future.result()
-            if start + batch_size < n:  # read the next batch while this one is encoded
-                future = reader.submit(ds.frames, camera, start + batch_size, start + 2 * batch_size)
-            pending.append(clip_embed._encode(clip, preprocess, frames, torch.device(device)))
-            bar.update(len(frames))
-            if sum(map(len, pending)) >= save_every or start + batch_size >= n:
-                segment = np.concatenate(pending)
-                _save_segment(ds, cache, current, done, segment)
-                saved.append(segment)
-                done += len(segment)
-                pending = []
-                log(f"embedded {done} of {n} frames (saved)")
+    resumed, n = done, ds.n_frames
+    work = EmbedWork(str(Path(ds.path).resolve()), current["dataset_fingerprint"], camera, model, device, batch_size,
+                     save_every)
+
+    def save(start: int, segment: np.ndarray) -> None:
+        _save_segment(ds, cache, current, start, segment)
+        saved.append(segment)
+        log(f"embedded {start + len(segment)} of {n} frames (saved)")
+
+    image_size = (engine or LocalEngine()).embed(ds, work, done, save, progress)
     embeddings = np.concatenate(saved)
     ds.write_label_array(cache, clip_embed.EMBEDDING, embeddings, wanted | {
         "producer": "robot_stack.label.job (clip_embed's encoding, resumable)", "embed_dim": int(embeddings.shape[1]),
-        "image_size": list(preprocess.size), "batch_size": batch_size}, overwrite=True)
+        "image_size": image_size, "batch_size": batch_size}, overwrite=True)
     root = open_group(ds.path, writable=True)
     with writing(ds.path, f"labels/{PARTIAL}/{cache}"):
         del root["labels"][PARTIAL][cache]

@@ -1,0 +1,292 @@
+"""Where a label job's per-frame work (CLIP image embeddings) runs: "local", in this process (the default), or
+"ray", in shards over a Ray cluster (`--engine ray [--address ADDR]`). Labelers that fit a model on the whole
+dataset keep fitting in the driver on the embeddings the engine returns.
+
+Both engines embed with the same code (embed_batches: clip_embed's encoding) in the same batches: a ray shard is
+a whole number of `batch_size` batches on the grid the local engine uses, so every frame is encoded in the same
+batch as in a single-process run and the embeddings, hence the labels, are bitwise equal on the same kind of
+hardware (across different CPUs or GPUs, float32 round-off may differ).
+
+Without --address Ray is started for the job on this machine, bound to 127.0.0.1 only, with no dashboard, and
+shut down at its end; --address connects to a running cluster, whose workers must see the dataset (and a local
+model folder) at the same path as this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robot_stack.data import Dataset
+from robot_stack.errors import DatasetError, LabelError, LearnError, RobotStackError
+from robot_stack.learn import clip_embed
+
+ENGINES = ("local", "ray")
+SHARDS_PER_WORKER = 4
+"""A few shards per worker, so that a slow worker does not hold the others up at the end."""
+CONNECT_TIMEOUT_S = 5.0
+RAY_INSTALL = "pip install 'robot_stack[ray]'"
+# Ray resolves 127.0.0.1 to the machine's network address and listens on every interface unless told
+# that this is no cluster; a local job's Ray must be reachable from this machine only.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+SaveSegment = Callable[[int, np.ndarray], None]
+"""save(first frame, embeddings float32 [k, E]): called in frame order, each block continuing the last."""
+
+
+@dataclass(frozen=True)
+class EmbedWork:
+    """What to embed, as a worker needs it: the dataset (absolute path) and the fingerprint its data had when the
+    job checked it, the camera (image feature), the clip_embed model string, the torch device, frames per batch,
+    and about how many frames to embed between two saves."""
+
+    dataset: str
+    fingerprint: str
+    camera: str
+    model: str
+    device: str
+    batch_size: int
+    save_every: int
+
+
+def embed_batches(ds: Dataset, camera: str, clip: torch.nn.Module, preprocess: Callable, device: str,
+                  start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
+    """L2-normalised embeddings float32 [<= batch_size, E] of frames [start, stop), one batch at a time (batches
+    begin at start, start + batch_size, ...); the next batch is read from the dataset while this one is encoded."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-read") as reader:
+        starts = range(start, stop, batch_size)
+        future = reader.submit(ds.frames, camera, start, min(start + batch_size, stop)) if starts else None
+        for first in starts:
+            frames = future.result()
+            if first + batch_size < stop:
+                future = reader.submit(ds.frames, camera, first + batch_size, min(first + 2 * batch_size, stop))
+            yield clip_embed._encode(clip, preprocess, frames, torch.device(device))
+
+
+class LocalEngine:
+    """Embeds in this process, saving a block every `save_every` frames (rounded up to whole batches)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {"name": self.name}
+
+    def embed(self, ds: Dataset, work: EmbedWork, start: int, save: SaveSegment, progress: bool) -> list[int]:
+        """Embed frames [start, n_frames) and hand them to `save` in blocks; returns the model's image size [h, w]."""
+        clip, preprocess = clip_embed.load_clip(work.model, work.device)
+        n, pending, done = ds.n_frames, [], start
+        with tqdm(total=n, initial=start, desc=f"CLIP {work.camera}", unit="frame", disable=not progress) as bar:
+            for values in embed_batches(ds, work.camera, clip, preprocess, work.device, start, n, work.batch_size):
+                pending.append(values)
+                bar.update(len(values))
+                if sum(map(len, pending)) >= work.save_every or done + sum(map(len, pending)) >= n:
+                    segment = np.concatenate(pending)
+                    save(done, segment)
+                    done, pending = done + len(segment), []
+        return list(preprocess.size)
+
+
+def shard_ranges(start: int, stop: int, batch_size: int, workers: int, save_every: int) -> list[tuple[int, int]]:
+    """Frame ranges [a, b) covering [start, stop) in order, each a whole number of batches from `start` (the
+    last may end short at `stop`): about SHARDS_PER_WORKER per worker, at most about `save_every` frames each."""
+    batches = math.ceil((stop - start) / batch_size)
+    per_shard = max(1, min(math.ceil(save_every / batch_size), math.ceil(batches / (SHARDS_PER_WORKER * workers))))
+    step = per_shard * batch_size
+    return [(first, min(first + step, stop)) for first in range(start, stop, step)]
+
+
+class ShardEmbedder:
+    """One Ray worker: opens the dataset read-only and loads the model once, then embeds the shards it is given.
+    Only the resulting embeddings travel back through Ray's object store."""
+
+    def __init__(self, work: EmbedWork) -> None:
+        self.work = work
+        self.node = ""
+        self.ds: Dataset | None = None
+
+    def embed(self, start: int, stop: int) -> tuple[np.ndarray, str, list[int]]:
+        """(embeddings float32 [stop - start, E] of frames [start, stop), this worker's node address, the model's
+        image size [h, w]). LabelError when this node cannot open the dataset or the model."""
+        if self.ds is None:
+            import ray
+
+            self._open()
+            self.node = ray.util.get_node_ip_address()
+        values = list(embed_batches(self.ds, self.work.camera, self.clip, self.preprocess, self.work.device,
+                                    start, stop, self.work.batch_size))
+        return np.concatenate(values), self.node, list(self.preprocess.size)
+
+    def _open(self) -> None:
+        work, place = self.work, f"a Ray worker on {socket.gethostname()}"
+        try:
+            ds = Dataset.open(work.dataset)
+            fingerprint = ds.fingerprint()
+        except DatasetError as error:
+            raise LabelError(f"{place} cannot open the dataset {work.dataset} ({error}): every Ray worker must see "
+                             "the dataset at the same path as this machine (a shared filesystem)") from None
+        if fingerprint != work.fingerprint:
+            raise LabelError(f"{place} sees other data at {work.dataset} than this machine: give every worker the "
+                             "same dataset at the same path (a shared filesystem), or label without --address")
+        try:
+            self.clip, self.preprocess = clip_embed.load_clip(work.model, work.device)
+        except LearnError as error:
+            raise LabelError(f"{place}: {error}") from None
+        self.ds = ds
+
+
+class RayEngine:
+    """Shards the frames over a Ray cluster: a local one started for the job on 127.0.0.1 (`workers` CPUs, default
+    all of this machine's) or the running cluster at `address` (its CPUs, or GPUs for a CUDA device)."""
+
+    name = "ray"
+
+    def __init__(self, address: str = "", workers: int | None = None) -> None:
+        self.ray = import_ray()
+        self.address, self.workers = address, workers
+        if address:
+            check_address(address)
+        self.info: dict[str, Any] = {"name": self.name, "address": address or "local", "shards": 0}
+
+    def embed(self, ds: Dataset, work: EmbedWork, start: int, save: SaveSegment, progress: bool) -> list[int]:
+        """Embed frames [start, n_frames) in shards on Ray and hand them to `save` in frame order; returns the
+        model's image size [h, w]."""
+        if start >= ds.n_frames:  # every frame was saved by an interrupted job: nothing to shard
+            return LocalEngine().embed(ds, work, start, save, progress)
+        ray = self.ray
+        with self._session():
+            resource = "GPU" if torch.device(work.device).type == "cuda" else "CPU"
+            available = int(ray.cluster_resources().get(resource, 0))
+            if available < 1:
+                raise LabelError(f"the Ray cluster at {self.info['address']} has no {resource} for --device "
+                                 f"{work.device}: add nodes with one, or choose another --device")
+            workers = min(self.workers or available, available)
+            shards = shard_ranges(start, ds.n_frames, work.batch_size, workers, work.save_every)
+            workers = min(workers, len(shards))
+            embedder = ray.remote(num_cpus=1, num_gpus=1 if resource == "GPU" else 0)(ShardEmbedder)
+            pool = ray.util.ActorPool([embedder.remote(work) for _ in range(workers)])
+            nodes, image_size = set(), []
+            results = pool.map(lambda actor, shard: actor.embed.remote(*shard), shards)
+            with tqdm(total=len(shards), desc=f"CLIP {work.camera} on {workers} Ray workers", unit="shard",
+                      disable=not progress) as bar:
+                for first, (values, node, image_size) in self._results(results, shards):
+                    save(first, values)
+                    nodes.add(node)
+                    bar.update(1)
+        self.info.update(workers=workers, shards=len(shards), nodes=sorted(nodes))
+        return image_size
+
+    def _results(self, results: Iterator, shards: list[tuple[int, int]]) -> Iterator[tuple[int, tuple]]:
+        """(first frame, ShardEmbedder.embed's result) of each shard in order; a worker's LabelError, or a worker
+        lost, as one LabelError line."""
+        exceptions = self.ray.exceptions
+        for first, last in shards:
+            try:
+                yield first, next(results)
+            except exceptions.RayTaskError as error:
+                if isinstance(error.cause, RobotStackError):
+                    raise LabelError(str(error.cause)) from None
+                raise
+            except exceptions.RayActorError as error:
+                raise LabelError(f"a Ray worker was lost while embedding frames {first}..{last} ({type(error).__name__})"
+                                 ": run the same command again; it resumes after the shards saved so far") from None
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        """Ray for the job: this process's when it already has one (left running), else the cluster at --address
+        or a local one on 127.0.0.1 with no dashboard, shut down at the end."""
+        ray = self.ray
+        if ray.is_initialized():
+            yield
+            return
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if self.address:
+            try:
+                ray.init(address=self.address, **quiet)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+                raise LabelError(f"cannot connect to the Ray cluster at {self.address} ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0] if str(error) else ''}): is it running, and is this "
+                                 "Ray's version the cluster's?") from None
+            try:
+                yield
+            finally:
+                ray.shutdown()
+            return
+        with loopback_only():
+            # address="local": a new Ray for this job, never one that happens to run on this machine.
+            ray.init(address="local", num_cpus=self.workers or os.cpu_count(), _node_ip_address="127.0.0.1",
+                     include_dashboard=False, **quiet)
+            try:
+                yield
+            finally:
+                ray.shutdown()
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """While a local Ray starts and runs: it binds 127.0.0.1 only and sends no usage reports (LOOPBACK_ENV, which
+    the processes it starts inherit); this process's settings are restored afterwards."""
+    from ray._private import ray_constants
+
+    before = {key: os.environ.get(key) for key in LOOPBACK_ENV}
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray was imported, possibly before this job
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def import_ray() -> Any:
+    """The ray module, or a LabelError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise LabelError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL} (or label without "
+                         "--engine ray)") from None
+    return ray
+
+
+def check_address(address: str) -> None:
+    """A Ray cluster address: 'auto' (the cluster `ray start` runs on this machine), HOST:PORT of its head
+    (GCS) or ray://HOST:PORT (Ray Client). HOST:PORT forms must accept a TCP connection within CONNECT_TIMEOUT_S.
+    LabelError (one line) otherwise."""
+    if address == "auto":
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise LabelError(f"--address {address!r}: give the Ray head's HOST:PORT (printed by ray start --head, e.g. "
+                         "10.0.0.5:6379), ray://HOST:PORT for Ray Client, or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise LabelError(f"cannot reach the Ray cluster at {address} ({reason}): is it running (ray start --head on "
+                         "its head node) and reachable from this machine?") from None
+
+
+def make_engine(name: str, address: str = "", workers: int | None = None) -> LocalEngine | RayEngine:
+    """The engine `name` (ENGINES); LabelError for an unknown one, Ray missing, or an address given to "local"."""
+    if name not in ENGINES:
+        raise LabelError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name == "local":
+        if address or workers:
+            raise LabelError(f"--{'address' if address else 'workers'} goes with --engine ray")
+        return LocalEngine()
+    return RayEngine(address, workers)
