@@ -20,11 +20,11 @@ import ray
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 from robot_stack.errors import LabelError
-from robot_stack.label import engine
+from robot_stack.label import engine, job
 from robot_stack.learn.clip_embed import EMBEDDING, cache_run
 
 CAMERA = FeatureSpec("image.agentview", "uint8", (32, 32, 3), "image")
-LENGTHS = [37, 50, 29, 44]  # 160 frames: batches of 16 and shards of 2 batches cut across episodes
+LENGTHS = [37, 50, 29, 44]  # 160 frames: batches of 16 and shards cut across episodes
 TASK = "lift the red cube"
 
 
@@ -104,10 +104,29 @@ def ray_watch(monkeypatch):
     return seen
 
 
+class Killed(Exception):
+    """Stands for the job being killed."""
+
+
+class KilledAfterOneBlock(engine.LocalEngine):
+    """The local engine, killed once it has saved its first block of embeddings."""
+
+    def embed(self, ds, work, start, save, progress):
+        def save_then_die(first, values):
+            save(first, values)
+            raise Killed
+
+        return super().embed(ds, work, start, save_then_die, progress)
+
+
 def test_ray_engine_on_two_local_workers_gives_the_single_process_labels_and_embeddings(tmp_path, tiny_clip, capsys,
                                                                                        ray_watch):
     single, sharded = make_dataset(tmp_path / "single.zarr"), tmp_path / "sharded.zarr"
     shutil.copytree(single, sharded)
+    # a local job on the copy was killed after saving frames 0..47: the ray run resumes after them
+    with pytest.raises(Killed):
+        job.embed_frames(Dataset.open(sharded), CAMERA.name, tiny_clip["folder0"], "cpu", 16, 48, False, print,
+                         KilledAfterOneBlock())
     common = ["--labeler", "clip", "--task", TASK, "--model", tiny_clip["folder0"], "--run", "c", "--batch-size", "16",
               "--save-every", "48", "--no-progress"]
     assert label(capsys, "run", single, *common)[0] == 0
@@ -120,8 +139,9 @@ def test_ray_engine_on_two_local_workers_gives_the_single_process_labels_and_emb
     cache = cache_run(CAMERA.name, tiny_clip["folder0"])
     embedded = Dataset.open(sharded).read_label_array(cache, EMBEDDING)[0]
     np.testing.assert_array_equal(embedded, Dataset.open(single).read_label_array(cache, EMBEDDING)[0])
-    assert result.attrs["cost"]["frames_embedded"] == sum(LENGTHS)
-    assert result.attrs["engine"] == {"name": "ray", "address": "local", "workers": 2, "shards": 5,
+    assert result.attrs["cost"]["frames_embedded"] == sum(LENGTHS) - 48
+    # 112 frames in batches of 16, about 4 shards per worker: 7 shards of one batch
+    assert result.attrs["engine"] == {"name": "ray", "address": "local", "workers": 2, "shards": 7,
                                       "nodes": ["127.0.0.1"]}
     assert reference.attrs["engine"] == {"name": "local"}
 
@@ -145,16 +165,25 @@ def test_ray_engine_starts_no_ray_when_the_embeddings_are_cached(tmp_path, tiny_
     np.testing.assert_array_equal(run.raw, Dataset.open(path).read_labels("first").raw)
 
 
-def test_a_worker_that_cannot_open_the_dataset_or_sees_other_data_says_so_in_one_line(tmp_path, tiny_clip):
+def test_a_worker_that_cannot_open_the_dataset_says_every_worker_needs_it_at_the_same_path(tmp_path, tiny_clip):
     path = make_dataset(tmp_path / "d.zarr")
     work = engine.EmbedWork(str(tmp_path / "elsewhere.zarr"), Dataset.open(path).fingerprint(), CAMERA.name,
                             tiny_clip["folder0"], "cpu", 16, 48)
-    with pytest.raises(LabelError, match="cannot open the dataset .*elsewhere.zarr.*same path as this machine"):
-        engine.ShardEmbedder(work).embed(0, 16)
-    other = engine.EmbedWork(str(path), "0" * 64, CAMERA.name, tiny_clip["folder0"], "cpu", 16, 48)
-    with pytest.raises(LabelError, match="sees other data at .*d.zarr than this machine") as raised:
-        engine.ShardEmbedder(other).embed(0, 16)
+    with pytest.raises(LabelError, match="cannot open the dataset .*elsewhere.zarr.*same path as this machine") as raised:
+        engine.ShardEmbedder(work).embed(0, 16)  # what a worker on a node without the dataset runs
     assert "\n" not in str(raised.value)
+
+
+def test_a_workers_error_reaches_the_driver_as_one_line_and_ray_is_shut_down(tmp_path, tiny_clip, ray_watch):
+    ds = Dataset.open(make_dataset(tmp_path / "d.zarr"))
+    # the workers find other data at the dataset's path than the driver checked (another copy, a stale mount)
+    work = engine.EmbedWork(str(ds.path), "0" * 64, CAMERA.name, tiny_clip["folder0"], "cpu", 16, 48)
+    saved = []
+    with pytest.raises(LabelError, match="a Ray worker on .* sees other data at .*d.zarr than this machine") as raised:
+        engine.RayEngine(workers=2).embed(ds, work, 0, lambda start, values: saved.append(start), progress=False)
+    assert "\n" not in str(raised.value) and not saved
+    assert len(ray_watch["inits"]) == 1 and not ray.is_initialized()
+    assert ray_watch["processes"] and not ray_watch["processes"] & descendants(os.getpid())
 
 
 def test_shards_are_whole_batches_on_the_single_process_grid():

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,8 @@ class RayEngine:
                 raise LabelError(f"the Ray cluster at {self.info['address']} has no {resource} for --device "
                                  f"{work.device}: add nodes with one, or choose another --device")
             workers = min(self.workers or available, available)
+            if resource == "GPU":
+                work = replace(work, device="cuda")  # each worker's own GPU, the one Ray gives it
             shards = shard_ranges(start, ds.n_frames, work.batch_size, workers, work.save_every)
             workers = min(workers, len(shards))
             embedder = ray.remote(num_cpus=1, num_gpus=1 if resource == "GPU" else 0)(ShardEmbedder)

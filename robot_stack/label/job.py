@@ -246,7 +246,7 @@ def embed_frames(ds: Dataset, camera: str, model: str, device: str, batch_size: 
     if done:
         log(f"resuming: {done} of {ds.n_frames} frames were embedded by an earlier, interrupted run")
     resumed, n = done, ds.n_frames
-    work = EmbedWork(str(Path(ds.path).resolve()), current["dataset_fingerprint"], camera, model, device, batch_size,
+    work = EmbedWork(str(Path(ds.path).absolute()), current["dataset_fingerprint"], camera, model, device, batch_size,
                      save_every)
 
     def save(start: int, segment: np.ndarray) -> None:
