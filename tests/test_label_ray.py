@@ -7,10 +7,14 @@ downloaded: it proves the plumbing, not zero-shot ability), a folder so that Ray
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +156,54 @@ def test_ray_engine_on_two_local_workers_gives_the_single_process_labels_and_emb
     assert ray_watch["listening"] and ray_watch["listening"] <= {"127.0.0.1", "::ffff:127.0.0.1"}
     assert not ray.is_initialized()
     assert not ray_watch["processes"] & descendants(os.getpid())  # Ray's processes ended with the job
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """HOST:PORT of a running one-node Ray cluster (`ray start --head --block`, 2 CPUs, on 127.0.0.1), stopped after."""
+    port = free_port()
+    env = {**os.environ, **engine.LOOPBACK_ENV}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "head.log").open("w"), start_new_session=True)
+    try:
+        while head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert head.poll() is None, (tmp_path / "head.log").read_text()
+        yield head, f"127.0.0.1:{port}"
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the cluster's processes, in the session started for them
+                os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_engine_with_address_labels_on_the_running_cluster_and_leaves_it_running(tmp_path, tiny_clip, capsys,
+                                                                                    ray_head):
+    head, address = ray_head
+    single, sharded = make_dataset(tmp_path / "single.zarr"), tmp_path / "sharded.zarr"
+    shutil.copytree(single, sharded)
+    common = ["--labeler", "clip", "--task", TASK, "--model", tiny_clip["folder0"], "--run", "c", "--batch-size", "16",
+              "--save-every", "48", "--no-progress"]
+    assert label(capsys, "run", single, *common)[0] == 0
+    # a user's shell: Ray reads RAY_AUTH_MODE when imported; the cluster's token is in ~/.ray, where `ray start` left it
+    job = subprocess.run([sys.executable, "-m", "robot_stack.cli.main", "label", "run", str(sharded), *common,
+                          "--engine", "ray", "--address", address], env={**os.environ, "RAY_AUTH_MODE": "token"},
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert job.returncode == 0, job.stderr
+    result = Dataset.open(sharded).read_labels("c")
+    np.testing.assert_array_equal(result.raw, Dataset.open(single).read_labels("c").raw)
+    assert result.attrs["engine"] == {"name": "ray", "address": address, "workers": 2, "shards": 5,
+                                      "nodes": ["127.0.0.1"]}
+    assert not ray.is_initialized() and head.poll() is None  # disconnected; the cluster is not the job's to stop
+    socket.create_connection(("127.0.0.1", int(address.rpartition(":")[2])), timeout=5).close()
 
 
 def test_ray_engine_starts_no_ray_when_the_embeddings_are_cached(tmp_path, tiny_clip, capsys, ray_watch):

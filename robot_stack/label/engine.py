@@ -14,14 +14,16 @@ model folder) at the same path as this machine.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -171,6 +173,7 @@ class RayEngine:
                 raise LabelError(f"the Ray cluster at {self.info['address']} has no {resource} for --device "
                                  f"{work.device}: add nodes with one, or choose another --device")
             workers = min(self.workers or available, available)
+            work = replace(work, model=absolute_model(work.model))
             if resource == "GPU":
                 work = replace(work, device="cuda")  # each worker's own GPU, the one Ray gives it
             shards = shard_ranges(start, ds.n_frames, work.batch_size, workers, work.save_every)
@@ -206,28 +209,30 @@ class RayEngine:
     @contextmanager
     def _session(self) -> Iterator[None]:
         """Ray for the job: this process's when it already has one (left running), else the cluster at --address
-        or a local one on 127.0.0.1 with no dashboard, shut down at the end."""
+        or a local one on 127.0.0.1 with no dashboard; this job's connection or Ray is shut down at the end."""
         ray = self.ray
         if ray.is_initialized():
             yield
             return
-        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # the job's own lines and bars only
         if self.address:
-            try:
-                ray.init(address=self.address, **quiet)
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
-                raise LabelError(f"cannot connect to the Ray cluster at {self.address} ({type(error).__name__}: "
-                                 f"{str(error).splitlines()[0] if str(error) else ''}): is it running, and is this "
-                                 "Ray's version the cluster's?") from None
-            try:
-                yield
-            finally:
-                ray.shutdown()
-            return
-        with loopback_only():
+            settings = loopback_only() if is_loopback(self.address) else nullcontext()
+            start = partial(ray.init, address=self.address, **quiet)
+            where = f"connect to the Ray cluster at {self.address}"
+        else:
+            settings = loopback_only()
             # address="local": a new Ray for this job, never one that happens to run on this machine.
-            ray.init(address="local", num_cpus=self.workers or os.cpu_count(), _node_ip_address="127.0.0.1",
-                     include_dashboard=False, **quiet)
+            start = partial(ray.init, address="local", num_cpus=self.workers or os.cpu_count(),
+                            _node_ip_address="127.0.0.1", include_dashboard=False, **quiet)
+            where = "start Ray on this machine"
+        with settings:
+            try:
+                start()
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise LabelError(f"cannot {where} ({type(error).__name__}: {first}): is the cluster running, on this "
+                                 "Ray version, and if it uses token authentication, is RAY_AUTH_MODE=token set here "
+                                 "(with its token in ~/.ray/auth_token)?") from None
             try:
                 yield
             finally:
@@ -236,7 +241,7 @@ class RayEngine:
 
 @contextmanager
 def loopback_only() -> Iterator[None]:
-    """While a local Ray starts and runs: it binds 127.0.0.1 only and sends no usage reports (LOOPBACK_ENV, which
+    """While a local Ray (or a connection to one on 127.0.0.1) starts and runs: it binds 127.0.0.1 only and sends no usage reports (LOOPBACK_ENV, which
     the processes it starts inherit); this process's settings are restored afterwards."""
     from ray._private import ray_constants
 
@@ -253,6 +258,26 @@ def loopback_only() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def absolute_model(model: str) -> str:
+    """The model string with a local folder's or checkpoint's path made absolute, as a worker whose working
+    directory is not this process's must be given it."""
+    source = clip_embed.parse_model(model)
+    if source.kind == "folder":
+        return str(source.path.absolute())
+    if source.kind == "checkpoint":
+        return f"{source.arch}:{source.path.absolute()}"
+    return model
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address's host is this machine's loopback (then Ray must not swap it for a network address)."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def import_ray() -> Any:
