@@ -219,20 +219,21 @@ class RayEngine:
             settings = loopback_only() if is_loopback(self.address) else nullcontext()
             start = partial(ray.init, address=self.address, **quiet)
             where = f"connect to the Ray cluster at {self.address}"
+            hint = ("is the cluster running, on this Ray version, and if it uses token authentication, is "
+                    "RAY_AUTH_MODE=token set here (with its token in ~/.ray/auth_token)?")
         else:
             settings = loopback_only()
             # address="local": a new Ray for this job, never one that happens to run on this machine.
             start = partial(ray.init, address="local", num_cpus=self.workers or os.cpu_count(),
                             _node_ip_address="127.0.0.1", include_dashboard=False, **quiet)
             where = "start Ray on this machine"
+            hint = "Ray's own logs are in /tmp/ray/session_latest/logs"
         with settings:
             try:
                 start()
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise LabelError(f"cannot {where} ({type(error).__name__}: {first}): is the cluster running, on this "
-                                 "Ray version, and if it uses token authentication, is RAY_AUTH_MODE=token set here "
-                                 "(with its token in ~/.ray/auth_token)?") from None
+                raise LabelError(f"cannot {where} ({type(error).__name__}: {first}): {hint}") from None
             try:
                 yield
             finally:
