@@ -285,3 +285,20 @@ def test_an_interrupted_label_array_write_is_detected(dataset):
     with pytest.raises(DatasetError, match="incomplete .* write it again with overwrite=True"):
         Dataset.open(dataset).read_label_array("run", "x")
     assert any("labels/run/x" in problem and "incomplete" in problem for problem in validate(dataset, progress=False))
+
+
+def test_embeddings_made_on_cuda_are_named_fp16_and_kept_apart_from_the_cpu_cache():
+    # fp16 autocast on CUDA gives other numbers than fp32 on the CPU: a cache must say which it holds.
+    assert clip_embed.method("cpu") == clip_embed.METHOD
+    assert clip_embed.method("cuda") != clip_embed.METHOD and "fp16" in clip_embed.method("cuda:0")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_fp16_embeddings_on_cuda_match_the_fp32_cpu_ones_and_are_cached_apart(dataset, tiny_clip):
+    ds = Dataset.open(dataset)
+    model = tiny_clip["checkpoint0"]
+    cpu = clip_embeddings(ds, "image.front", model, device="cpu", progress=False)
+    cuda = clip_embeddings(Dataset.open(dataset), "image.front", model, device="cuda", progress=False)
+    assert cuda.dtype == np.float32 and float((cpu * cuda).sum(axis=1).min()) > 0.999
+    attrs = Dataset.open(dataset).label_array_attrs(clip_embed.cache_run("image.front", model), clip_embed.EMBEDDING)
+    assert attrs["method"] == clip_embed.CUDA_METHOD  # the CUDA run replaced the CPU cache and says so

@@ -73,7 +73,7 @@ def embed_batches(ds: Dataset, camera: str, clip: torch.nn.Module, preprocess: C
             frames = future.result()
             if first + batch_size < stop:
                 future = reader.submit(ds.frames, camera, first + batch_size, min(first + 2 * batch_size, stop))
-            yield clip_embed._encode(clip, preprocess, frames, torch.device(device))
+            yield clip_embed.encode_frames(clip, preprocess, frames, device)
 
 
 class LocalEngine:

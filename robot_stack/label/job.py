@@ -233,7 +233,7 @@ def embed_frames(ds: Dataset, camera: str, model: str, device: str, batch_size: 
     source = clip_embed.parse_model(model)
     cache = clip_embed.cache_run(camera, model)
     wanted = {"model": model, "feature": camera, "weights": clip_embed.weights_identity(source),
-              "method": clip_embed.METHOD}
+              "method": clip_embed.method(device)}
     try:
         attrs = ds.label_array_attrs(cache, clip_embed.EMBEDDING)
     except DatasetError:
