@@ -216,8 +216,8 @@ def test_bad_requests_are_one_line_errors(tmp_path, tiny_clip, capsys):
     assert label(capsys, *base, "--labeler", "clip", "--camera", "agentview", "--run", "taken")[0] == 0
     cases = [
         (["run", path, "--labeler", "vlm", "--task", "lift"], "unknown labeler 'vlm': use one of clip, preference"),
-        ([*base, "--labeler", "clip", "--camera", "front"], "no camera 'front': its cameras are image.agentview, image.wrist"),
-        ([*base, "--labeler", "clip"], "has 2 cameras: pick one with --camera (image.agentview, image.wrist)"),
+        ([*base, "--labeler", "clip", "--camera", "front"], "no camera 'front': its cameras are agentview (image.agentview), wrist (image.wrist)"),
+        ([*base, "--labeler", "clip"], "has 2 cameras: choose one with --camera (agentview (image.agentview), wrist (image.wrist))"),
         (["run", blind, "--labeler", "clip", "--task", "lift", "--model", model], "has no camera images"),
         (["run", path, "--labeler", "clip", "--task", "  ", "--model", model, "--camera", "wrist"], "the task is empty"),
         (["run", path, "--labeler", "clip", "--task", "lift", "--camera", "wrist", "--model", str(tmp_path / "no_config")],

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from robot_stack.data.dataset import Dataset
+from robot_stack.data.dataset import Dataset, camera_feature
 from robot_stack.data.report import episode_index
-from robot_stack.data.view import camera_feature, default_output
+from robot_stack.data.view import default_output
 from robot_stack.errors import DatasetError
 
 READ_BLOCK_FRAMES = 64

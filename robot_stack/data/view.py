@@ -9,41 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_stack.data.dataset import Dataset
+from robot_stack.data.dataset import Dataset, camera_feature
 from robot_stack.data.report import episode_index
-from robot_stack.errors import DatasetError
 
 FRAMES_PER_CAMERA = 8
 MAX_LEGEND_DIMS = 10  # more lines than this get no legend (it would cover the plot)
-CAMERA_PREFIX = "image."
-"""A recorder's camera `<name>` (cameras:=<name>:HxW) is the feature image.<name>."""
-
-
-def camera_feature(ds: Dataset, camera: str | None) -> str:
-    """The image feature to use: `camera`, or the only one; DatasetError listing the cameras otherwise.
-
-    `camera` is the feature name (`image.agentview`) or the camera's name as the launch and the sim take it
-    (`cameras:=agentview:84x84` records the feature `image.agentview`).
-    """
-    cameras = [name for name, spec in ds.features.items() if spec.is_image]
-    if not cameras:
-        raise DatasetError(f"{ds.path} has no image features: it was recorded without cameras")
-    if camera is None:
-        if len(cameras) > 1:
-            raise DatasetError(f"{ds.path} has {len(cameras)} cameras: choose one with --camera ({camera_names(cameras)})")
-        return cameras[0]
-    for name in (camera, f"{CAMERA_PREFIX}{camera}"):
-        if name in cameras:
-            return name
-    raise DatasetError(f"{ds.path} has no camera {camera!r}: its cameras are {camera_names(cameras)}")
-
-
-def camera_names(features: list[str]) -> str:
-    """'agentview (image.agentview), wrist_rgb': each camera by the name a launch takes, and its feature."""
-    return ", ".join(f"{name.removeprefix(CAMERA_PREFIX)} ({name})" if name.startswith(CAMERA_PREFIX) else name
-                     for name in features)
-
-
 def default_output(ds: Dataset, episode: int, suffix: str) -> Path:
     """`<dataset stem>_ep<N><suffix>` next to the dataset, or in the working folder if that is not writable."""
     name = f"{ds.path.name.removesuffix('.zarr')}_ep{episode}{suffix}"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.data import Dataset
+from robot_stack.data.dataset import camera_feature
 from robot_stack.data.schema import FeatureSpec, check_name
 from robot_stack.data.store import create_array, open_group, writing
 from robot_stack.errors import DatasetError, LabelError, LearnError
@@ -96,18 +97,13 @@ def run_name(request: LabelRequest) -> str:
 
 def resolve_camera(ds: Dataset, camera: str | None) -> str:
     """The image feature `camera` names ('agentview' or 'image.agentview'); the only one when None."""
-    cameras = [name for name, spec in ds.features.items() if spec.is_image]
-    if not cameras:
+    if not any(spec.is_image for spec in ds.features.values()):
         raise LabelError(f"{ds.path} has no camera images, and this labeler needs them: record with a camera "
-                         "(e.g. robot-stack sim collect ... with a camera) or pick a labeler that needs no images")
-    if camera is None:
-        if len(cameras) > 1:
-            raise LabelError(f"{ds.path} has {len(cameras)} cameras: pick one with --camera ({', '.join(cameras)})")
-        return cameras[0]
-    for name in (camera, f"image.{camera}"):
-        if name in cameras:
-            return name
-    raise LabelError(f"{ds.path} has no camera {camera!r}: its cameras are {', '.join(cameras)}")
+                         "(cameras:=agentview:84x84 in the collect launch) or run a labeler that needs no images")
+    try:
+        return camera_feature(ds, camera)
+    except DatasetError as error:
+        raise LabelError(str(error)) from None
 
 
 def fit_calibration(raw: np.ndarray, method: str) -> dict[str, Any]:
