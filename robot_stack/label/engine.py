@@ -2,7 +2,7 @@
 "ray", in shards over a Ray cluster (`--engine ray [--address ADDR]`). Labelers that fit a model on the whole
 dataset keep fitting in the driver on the embeddings the engine returns.
 
-Both engines embed with the same code (embed_batches: clip_embed's encoding) in the same batches: a ray shard is
+Both engines embed with the same code (clip_embed.embed_batches) in the same batches: a ray shard is
 a whole number of `batch_size` batches on the grid the local engine uses, so every frame is encoded in the same
 batch as in a single-process run and the embeddings, hence the labels, are bitwise equal on the same kind of
 hardware (across different CPUs or GPUs, float32 round-off may differ).
@@ -20,7 +20,6 @@ import math
 import os
 import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
@@ -62,20 +61,6 @@ class EmbedWork:
     save_every: int
 
 
-def embed_batches(ds: Dataset, camera: str, clip: torch.nn.Module, preprocess: Callable, device: str,
-                  start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
-    """L2-normalised embeddings float32 [<= batch_size, E] of frames [start, stop), one batch at a time (batches
-    begin at start, start + batch_size, ...); the next batch is read from the dataset while this one is encoded."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-read") as reader:
-        starts = range(start, stop, batch_size)
-        future = reader.submit(ds.frames, camera, start, min(start + batch_size, stop)) if starts else None
-        for first in starts:
-            frames = future.result()
-            if first + batch_size < stop:
-                future = reader.submit(ds.frames, camera, first + batch_size, min(first + 2 * batch_size, stop))
-            yield clip_embed.encode_frames(clip, preprocess, frames, device)
-
-
 class LocalEngine:
     """Embeds in this process, saving a block every `save_every` frames (rounded up to whole batches)."""
 
@@ -89,7 +74,8 @@ class LocalEngine:
         clip, preprocess = clip_embed.load_clip(work.model, work.device)
         n, pending, done = ds.n_frames, [], start
         with tqdm(total=n, initial=start, desc=f"CLIP {work.camera}", unit="frame", disable=not progress) as bar:
-            for values in embed_batches(ds, work.camera, clip, preprocess, work.device, start, n, work.batch_size):
+            for values in clip_embed.embed_batches(ds, work.camera, clip, preprocess, work.device, start, n,
+                                                   work.batch_size):
                 pending.append(values)
                 bar.update(len(values))
                 if sum(map(len, pending)) >= work.save_every or done + sum(map(len, pending)) >= n:
@@ -125,8 +111,8 @@ class ShardEmbedder:
 
             self._open()
             self.node = ray.util.get_node_ip_address()
-        values = list(embed_batches(self.ds, self.work.camera, self.clip, self.preprocess, self.work.device,
-                                    start, stop, self.work.batch_size))
+        values = list(clip_embed.embed_batches(self.ds, self.work.camera, self.clip, self.preprocess,
+                                               self.work.device, start, stop, self.work.batch_size))
         return np.concatenate(values), self.node, list(self.preprocess.size)
 
     def _open(self) -> None:

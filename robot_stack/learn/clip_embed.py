@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,23 +240,27 @@ def clip_embeddings(ds: Dataset, image_feature: str, model: str, *, device: str 
 
 def _embed(ds: Dataset, feature: str, clip: nn.Module, preprocess: BatchPreprocess, device: torch.device,
            batch_size: int, progress: bool) -> np.ndarray:
-    n = ds.n_frames
-    starts = list(range(0, n, batch_size))
-    out: np.ndarray | None = None
-    # One thread reads (and decompresses) the next batch from Zarr while the model encodes this one.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-embed-read") as reader, \
-            tqdm(total=n, desc=f"CLIP {feature}", unit="frame", disable=not progress) as bar:
-        pending = reader.submit(ds.frames, feature, starts[0], starts[0] + batch_size)
-        for start in starts:
-            frames = pending.result()
-            if start + batch_size < n:
-                pending = reader.submit(ds.frames, feature, start + batch_size, start + 2 * batch_size)
-            values = encode_frames(clip, preprocess, frames, device)
-            if out is None:
-                out = np.empty((n, values.shape[1]), np.float32)
-            out[start : start + len(values)] = values
-            bar.update(len(values))
-    return out
+    with tqdm(total=ds.n_frames, desc=f"CLIP {feature}", unit="frame", disable=not progress) as bar:
+        values = []
+        for batch in embed_batches(ds, feature, clip, preprocess, device, 0, ds.n_frames, batch_size):
+            values.append(batch)
+            bar.update(len(batch))
+    return np.concatenate(values)
+
+
+def embed_batches(ds: Dataset, feature: str, clip: nn.Module, preprocess: Callable[[Tensor], Tensor],
+                  device: str | torch.device, start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
+    """L2-normalised embeddings float32 [<= batch_size, E] of frames [start, stop) of `feature`, one batch at a
+    time (batches begin at start, start + batch_size, ...); one thread reads (and decompresses) the next batch
+    from Zarr while the model encodes this one. The one embedding loop: clip_embeddings and the label engines."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-embed-read") as reader:
+        starts = range(start, stop, batch_size)
+        future = reader.submit(ds.frames, feature, start, min(start + batch_size, stop)) if starts else None
+        for first in starts:
+            frames = future.result()
+            if first + batch_size < stop:
+                future = reader.submit(ds.frames, feature, first + batch_size, min(first + 2 * batch_size, stop))
+            yield encode_frames(clip, preprocess, frames, device)
 
 
 _LOADED: dict[tuple[str, str], tuple[nn.Module, Callable[[Tensor], Tensor]]] = {}
