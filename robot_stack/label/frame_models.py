@@ -54,11 +54,21 @@ def read_options(name: str, config: Mapping[str, Any], defaults: Mapping[str, An
     return options
 
 
-def requirements(input_kind: str) -> tuple[bool, bool]:
-    """(needs_images, needs_embeddings) of a frame model on `input_kind`: both read a camera; only
-    embeddings need an open_clip model."""
-    check_input(input_kind)
-    return True, input_kind == EMBEDDINGS
+class FrameModelLabeler:
+    """What the labelers that train a model on the dataset's own frames (progress, success) share: a camera is
+    always read; the default input, frozen embeddings, needs an open_clip model, input=pixels does not."""
+
+    name: str
+    defaults: dict[str, Any]  # the labeler's options and their defaults (read_options)
+    needs_images = True
+    needs_embeddings = True  # the default input; requirements(config) says it per run
+
+    @classmethod
+    def requirements(cls, config: dict[str, Any]) -> tuple[bool, bool]:
+        """(needs_images, needs_embeddings) for a run with these options."""
+        input_kind = read_options(cls.name, config, cls.defaults)["input"]
+        check_input(input_kind)
+        return True, input_kind == EMBEDDINGS
 
 
 def check_input(input_kind: str) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from robot_stack.errors import LabelError
 from robot_stack.label.base import LabelContext, LabelResult
 from robot_stack.label.frame_models import (
+    FrameModelLabeler,
     EMBEDDINGS,
     TrainSettings,
     clip_windows,
@@ -37,7 +38,6 @@ from robot_stack.label.frame_models import (
     no_success_error,
     predict,
     read_options,
-    requirements,
     train_frame_model,
 )
 
@@ -62,19 +62,13 @@ def rewound_clip(start: int, length: int, rng: np.random.Generator) -> tuple[np.
     return clip, progress_targets(length)[clip[p + 1:] - start]
 
 
-class ProgressLabeler:
+class ProgressLabeler(FrameModelLabeler):
     """ReWiND-style progress regression; options (config): input (embeddings | pixels), window, stride
     (frames), rewinds (clips per successful episode; 0 = none), fail_cap (the failed episodes' target ramp
     cap), steps, batch, lr, hidden, feature_dim, augment_pad, threads (robot_stack.label.frame_models.TrainSettings)."""
 
     name = "progress"
-    needs_images = True
-    needs_embeddings = True  # the default input; requirements(config) says it per run
-
-    @classmethod
-    def requirements(cls, config: dict[str, Any]) -> tuple[bool, bool]:
-        """(needs_images, needs_embeddings) for a run with these options."""
-        return requirements(read_options(cls.name, config, DEFAULTS)["input"])
+    defaults = DEFAULTS
 
     def label(self, context: LabelContext) -> LabelResult:
         options = read_options(self.name, context.config, DEFAULTS)

@@ -26,6 +26,7 @@ import numpy as np
 from robot_stack.errors import LabelError
 from robot_stack.label.base import LabelContext, LabelResult
 from robot_stack.label.frame_models import (
+    FrameModelLabeler,
     EMBEDDINGS,
     TrainSettings,
     episode_windows,
@@ -33,7 +34,6 @@ from robot_stack.label.frame_models import (
     no_success_error,
     predict,
     read_options,
-    requirements,
     train_frame_model,
 )
 
@@ -66,20 +66,14 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, by: str = "f1") -
     return float(0.5 * (cut + lower)), {key: float(value) for key, value in stats.items()}
 
 
-class SuccessLabeler:
+class SuccessLabeler(FrameModelLabeler):
     """RoboFuME-style success classifier; options (config): input (embeddings | pixels), labels (final | a
     flag feature), final_frames, holdout (fraction of episodes), threshold_by (f1 | balanced_accuracy),
     window, stride (frames), steps, batch, lr, hidden, feature_dim, augment_pad, threads
     (robot_stack.label.frame_models.TrainSettings)."""
 
     name = "success"
-    needs_images = True
-    needs_embeddings = True  # the default input; requirements(config) says it per run
-
-    @classmethod
-    def requirements(cls, config: dict[str, Any]) -> tuple[bool, bool]:
-        """(needs_images, needs_embeddings) for a run with these options."""
-        return requirements(read_options(cls.name, config, DEFAULTS)["input"])
+    defaults = DEFAULTS
 
     def label(self, context: LabelContext) -> LabelResult:
         options = read_options(self.name, context.config, DEFAULTS)
