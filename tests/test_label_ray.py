@@ -195,9 +195,10 @@ def test_ray_engine_with_address_labels_on_the_running_cluster_and_leaves_it_run
     assert label(capsys, "run", single, *common)[0] == 0
     # a user's shell: Ray reads RAY_AUTH_MODE when imported; the cluster's token is in ~/.ray, where `ray start` left it
     job = subprocess.run([sys.executable, "-m", "robot_stack.cli.main", "label", "run", str(sharded), *common,
-                          "--engine", "ray", "--address", address], env={**os.environ, "RAY_AUTH_MODE": "token"},
+                          "--engine", "ray", "--address", address, "--workers", "3"], env={**os.environ, "RAY_AUTH_MODE": "token"},
                          capture_output=True, text=True, timeout=300, check=False)
     assert job.returncode == 0, job.stderr
+    assert f"--workers 3: 2 used, as the cluster at {address} has 2 CPUs" in job.stderr
     result = Dataset.open(sharded).read_labels("c")
     np.testing.assert_array_equal(result.raw, Dataset.open(single).read_labels("c").raw)
     assert result.attrs["engine"] == {"name": "ray", "address": address, "workers": 2, "shards": 5,

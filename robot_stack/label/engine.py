@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -164,6 +165,10 @@ class RayEngine:
                 work = replace(work, device="cuda")  # each worker's own GPU, the one Ray gives it
             shards = shard_ranges(start, ds.n_frames, work.batch_size, workers, work.save_every)
             workers = min(workers, len(shards))
+            if self.workers and workers < self.workers:  # say why fewer work than asked, not leave it to guess
+                why = (f"the cluster at {self.info['address']} has {available} {resource}s" if self.workers > available
+                       else f"the {ds.n_frames - start} frames to embed make {len(shards)} shards")
+                print(f"--workers {self.workers}: {workers} used, as {why}", file=sys.stderr, flush=True)
             embedder = ray.remote(num_cpus=1, num_gpus=1 if resource == "GPU" else 0)(ShardEmbedder)
             pool = ray.util.ActorPool([embedder.remote(work) for _ in range(workers)])
             nodes, image_size = set(), []
