@@ -28,3 +28,8 @@ class LearnError(RobotStackError):
 class LabelError(RobotStackError):
     """An unknown labeler or judge, a dataset without the images a labeler needs, a model or endpoint that
     cannot be used, or a label run that exists."""
+
+
+class DeployError(RobotStackError):
+    """A run that cannot be exported, a model file or card that is missing, damaged or does not match the robot,
+    or a broken link in a model's provenance chain."""
