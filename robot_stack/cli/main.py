@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "data": "robot_stack.cli.data",
     "train": "robot_stack.cli.train",
     "label": "robot_stack.cli.label",
+    "export": "robot_stack.cli.export",
+    "model": "robot_stack.cli.model",
 }
 
 

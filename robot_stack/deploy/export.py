@@ -63,7 +63,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     info = _run_info(run_dir)
     try:
         state = load_checkpoint(checkpoint_file, "cpu")
-        algorithm, spec, config = load_policy(checkpoint_file, "cpu")
+        algorithm, spec, _ = load_policy(checkpoint_file, "cpu")
     except LearnError as error:
         raise DeployError(f"cannot export {run_dir}: {error}") from None
     if spec.embeddings:
@@ -79,7 +79,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         raise DeployError(f"export of {run_dir} refused: onnxruntime's commands differ from torch's by up to "
                           f"{parity['max_abs_error']:.3g} on {parity['observations']} dataset frames (more than "
                           f"{tolerance:g}); nothing was written")
-    card = ModelCard(build_card(out.stem, run_dir, checkpoint_file, int(state["step"]), info, config.to_dict(),
+    card = ModelCard(build_card(out.stem, run_dir, checkpoint_file, int(state["step"]), info, info["config"],
                                 spec, dataset, parity))
     write_model(out, model_bytes, card)
     return card
