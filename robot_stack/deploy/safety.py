@@ -111,6 +111,10 @@ class SafetyLimits:
         """Limits from a model card's ``command`` ({names, low, high, hold, meaning, sticky: [names]}) and the
         node's safety parameters; ``eef_step_m`` None: read from the meaning ("1.0 = 0.02 m") when it says."""
         names = tuple(command["names"])
+        if command.get("hold") is None:
+            raise DeployError(f"the model card's command ({', '.join(names)}) has no hold command, which the policy "
+                              "sends when it must stop: give the robot's command a hold: in its features file, then "
+                              "record and export again")
         unknown = [name for name in command.get("sticky") or [] if name not in names]
         if unknown:
             raise DeployError(f"the model card's sticky command elements {unknown} are not among its command "
