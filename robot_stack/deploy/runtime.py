@@ -7,8 +7,9 @@ one: the inputs are copied into buffers on the GPU that stay bound, the command 
 buffer. CUDA asked where onnxruntime has none (the CPU package, or CUDA libraries that do not load) is a
 DeployError line, never a silent fall back to the CPU.
 
-A policy is not ready until ``warmup`` ran: the first inferences allocate and pick kernels, and warm-up checks
-the latency after them against the caller's budget (half the control period, say) before any command is taken.
+Run ``warmup`` before the first observation: the first inferences allocate and pick kernels, and warm-up checks
+the latency after them against the caller's budget (half the control period, say); ``warmup_figures`` stays None
+until a warm-up passed, so a caller can tell a policy that may take control.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class OnnxPolicy:
 
     def warmup(self, n: int = 20, budget_ms: float | None = None) -> dict[str, Any]:
         """Run ``n`` inferences on zero inputs, then time CHECK_RUNS more; DeployError when their p99 is over
-        ``budget_ms``. Returns {"first_ms", "warmup_runs", "check_runs", "p50_ms", "p99_ms", "max_ms", "budget_ms"}
-        [ms]; the policy takes observations after this. Warm-up inferences are not in latency()."""
+        ``budget_ms``. Returns (and keeps as ``warmup_figures``) {"first_ms", "warmup_runs", "check_runs", "p50_ms",
+        "p99_ms", "max_ms", "budget_ms"} [ms]. Warm-up inferences are not in latency()."""
         feeds = {name: np.zeros((1, *shape), dtype) for name, (shape, dtype) in self._inputs.items()}
         first_ms = _timed(self._run, feeds) / 1e6
         for _ in range(max(0, n - 1)):
@@ -84,8 +85,6 @@ class OnnxPolicy:
     def __call__(self, inputs: dict[str, Any]) -> np.ndarray:
         """{"state": float32 [S] or [1, S], "image.<cam>": uint8 [H, W, 3] or [1, H, W, 3]} -> command float64 [A]
         (the model's output for a batch of one, in the command's units)."""
-        if self.warmup_figures is None:
-            raise DeployError(f"model {self.card.name} takes no observations before its warm-up and latency check")
         feeds = self._feeds(inputs)
         start = time.perf_counter_ns()
         command = self._run(feeds)
