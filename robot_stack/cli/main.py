@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "label": "robot_stack.cli.label",
     "export": "robot_stack.cli.export",
     "model": "robot_stack.cli.model",
+    "eval": "robot_stack.cli.eval",
 }
 
 
