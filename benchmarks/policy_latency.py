@@ -1,0 +1,233 @@
+"""Policy latency: one inference of an exported policy in onnxruntime (robot_stack.deploy.runtime.OnnxPolicy, as the
+policy node runs it) against the same network in eager PyTorch; and, end to end, observation -> command through
+the policy node over DDS (end_to_end below: its own part, still to be written).
+
+    python benchmarks/policy_latency.py                        # CPU: the 2x256 MLP and the 84x84 image policy
+    python benchmarks/policy_latency.py --device cuda          # also the CUDA EP (I/O binding, batch 1) and torch on CUDA
+    python benchmarks/policy_latency.py --calls 2000 --rounds 1 --policies mlp   # a quick look
+
+The policies are built as robot-stack export builds them (robot_stack.deploy.export.ExportedPolicy: normalisation,
+a bc actor with 2x256 hidden layers, the command scaling, and for the image policy the project's CNN encoder of an
+84x84 camera), exported with the same settings (export.OPSET, a dynamic batch axis) and written with a model card
+(export.write_model); state: lift's 32 values (joints, their velocities, end-effector and object pose), command: 7.
+
+What is timed, per call, with a batch of one (perf_counter_ns around the call):
+
+- onnxruntime: ``OnnxPolicy(model)(inputs)``, inputs checked and a float64 command returned, as the node calls
+  it: 1 intra-op thread (the default), 2 threads, and the I/O binding path on the CPU; ``session.run`` alone shows
+  what OnnxPolicy's checks add.
+- torch eager: ``graph(torch.from_numpy(state))`` under inference_mode, the same weights, torch set to 1 thread
+  (as onnxruntime's default; both then use one core), the output copied back to numpy.
+
+Calls run in --rounds rounds that alternate between the cases, so a load spike on a shared machine hits them
+alike; the load average before and after is recorded. Figures: p50/p99/p99.9 [ms] and the ratio torch / onnxruntime
+(above 1: onnxruntime is faster). Goal on the CPU: onnxruntime p99 < 0.2 ms for the MLP. Prints a table and writes
+benchmarks/results/policy_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from _machine import machine, write_result  # a script's own folder is sys.path[0]
+
+RESULTS = Path(__file__).resolve().parent / "results" / "policy_latency.json"
+STATE = {"joint_position": [9], "joint_velocity": [9], "eef_pose": [7], "object_pose": [7]}  # lift's state, 32 values
+COMMAND_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+IMAGE = {"image.front": [84, 84, 3]}
+MLP_GOAL_P99_MS = 0.2
+CALLS = {"mlp": 6000, "image": 600}  # per case on the CPU, about 2 s of calls each on a 2-core machine
+PERCENTILES = {"p50_ms": 50, "p99_ms": 99, "p99.9_ms": 99.9}
+
+
+def build_policy(folder: Path, kind: str) -> tuple[Path, torch.nn.Module, dict[str, np.ndarray]]:
+    """An exported-style policy written with its card: (model path, the torch graph, one observation)."""
+    from robot_stack.deploy.card import CARD_FORMAT, CARD_VERSION, ModelCard
+    from robot_stack.deploy.export import OPSET, ExportedPolicy, write_model
+    from robot_stack.learn.algorithms import algorithm_class
+    from robot_stack.learn.config import load_config
+    from robot_stack.learn.observations import ObservationSpec
+
+    images = IMAGE if kind == "image" else {}
+    size = sum(shape[0] for shape in STATE.values())
+    rng = np.random.default_rng(0)
+    spec = ObservationSpec(state=dict(STATE), mean=rng.normal(size=size).tolist(), std=rng.uniform(0.5, 2, size).tolist(),
+                           images=dict(images), action_low=[-1.0] * 7, action_high=[1.0] * 7, action_names=COMMAND_NAMES)
+    torch.manual_seed(0)
+    config = load_config("bc", steps=1, device="cpu", hidden_dims=[256, 256])
+    graph = ExportedPolicy(algorithm_class("bc")(spec, config, torch.device("cpu")), spec).eval()
+    names = ["state", *images]
+    example = (torch.zeros(2, size), *[torch.zeros(2, *shape, dtype=torch.uint8) for shape in images.values()])
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, example, buffer, input_names=names, output_names=["command"], opset_version=OPSET,
+                          dynamic_axes={name: {0: "batch"} for name in [*names, "command"]}, dynamo=False)
+    inputs = {"state": [size], **images}
+    card = {"format": f"{CARD_FORMAT}/{CARD_VERSION}", "name": f"latency_{kind}",
+            "robot": {"name": "benchmark", "command": "eef_delta_pose_gripper"},
+            "observation": {"spec": spec.to_json(), "features": {}, "inputs": inputs, "max_age_s": 0.25},
+            "command": {"names": COMMAND_NAMES, "low": [-1.0] * 7, "high": [1.0] * 7, "hold": [0.0] * 7,
+                        "meaning": "eef_delta_pose_gripper", "rate_hz": 20.0, "sticky": ["gripper"]},
+            "algorithm": "bc", "config": {}, "dataset": {}, "reward": {"source": "none"}, "training": {},
+            "runtime": {"intra_op_threads": 1, "providers": ["CPUExecutionProvider"], "inputs": list(inputs),
+                        "output": "command"}, "parity": {}}
+    path = folder / f"latency_{kind}.onnx"
+    write_model(path, buffer.getvalue(), ModelCard(card))
+    observation = {"state": rng.normal(size=size).astype(np.float32)}
+    observation |= {name: rng.integers(0, 256, shape, dtype=np.uint8) for name, shape in images.items()}
+    return path, graph, observation
+
+
+def cases_for(path: Path, graph: torch.nn.Module, observation: dict[str, np.ndarray],
+              device: str) -> dict[str, Callable[[], Any]]:
+    """Name -> a call doing one inference of `observation` (batch of one)."""
+    from robot_stack.deploy.runtime import OnnxPolicy
+
+    cases: dict[str, Callable[[], Any]] = {}
+    if device == "cpu":
+        policy = OnnxPolicy(path)
+        session, feeds = policy.session, {name: value[None] for name, value in observation.items()}
+        cases["ort 1 thread"] = lambda: policy(observation)
+        cases["ort session.run"] = lambda: session.run(["command"], feeds)
+        two = OnnxPolicy(path, threads=2)
+        cases["ort 2 threads"] = lambda: two(observation)
+        bound = OnnxPolicy(path, io_binding=True)
+        cases["ort io_binding"] = lambda: bound(observation)
+        tensors = [torch.from_numpy(observation["state"])]
+        tensors += [torch.from_numpy(value) for name, value in observation.items() if name != "state"]
+
+        def eager() -> np.ndarray:
+            with torch.inference_mode():
+                return graph(*[t[None] for t in tensors]).numpy()
+
+        cases["torch eager"] = eager
+        return cases
+    policy = OnnxPolicy(path, device="cuda")
+    cases["ort cuda io_binding"] = lambda: policy(observation)
+    cuda_graph = graph.to("cuda")
+
+    def eager_cuda() -> np.ndarray:
+        with torch.inference_mode():
+            inputs = [torch.from_numpy(observation["state"][None]).to("cuda")]
+            inputs += [torch.from_numpy(v[None]).to("cuda") for n, v in observation.items() if n != "state"]
+            return cuda_graph(*inputs).cpu().numpy()  # .cpu() waits for the GPU: the command is needed on the host
+
+    cases["torch eager cuda"] = eager_cuda
+    return cases
+
+
+def measure(cases: dict[str, Callable[[], Any]], calls: int, rounds: int) -> dict[str, np.ndarray]:
+    """Per case, the time of each call [ms]; 200 untimed calls first, then `rounds` rounds alternating between cases."""
+    for call in cases.values():
+        for _ in range(200):
+            call()
+    times: dict[str, list[int]] = {name: [] for name in cases}
+    per_round = max(1, calls // rounds)
+    for _ in range(rounds):
+        for name, call in cases.items():
+            record = times[name].append
+            for _ in range(per_round):
+                start = time.perf_counter_ns()
+                call()
+                record(time.perf_counter_ns() - start)
+    return {name: np.asarray(values, np.float64) / 1e6 for name, values in times.items()}
+
+
+def figures(times: np.ndarray) -> dict[str, float]:
+    return {key: round(float(np.percentile(times, q)), 4) for key, q in PERCENTILES.items()} | {"calls": int(times.size)}
+
+
+def end_to_end(rates_hz: list[float], seconds: float) -> dict[str, Any] | None:
+    """END-TO-END PART (engineer C, issue 15): observation -> command latency through the policy node over DDS at
+    each of ``rates_hz`` for ``seconds``: p50/p99 [ms] and the count of missed cycles, per rate. Goal on the CPU:
+    p99 < 2 ms at 500 Hz with no missed cycle. Returns None until written; the result keeps an "end_to_end" key."""
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", default="mlp,image", help="comma-separated, from mlp,image")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the CPU cases and the CUDA EP + torch on CUDA (where onnxruntime-gpu and CUDA are)")
+    parser.add_argument("--calls", type=int, default=None, help=f"timed calls per case (default {CALLS})")
+    parser.add_argument("--rounds", type=int, default=3, help="the timed calls are split into this many rounds")
+    parser.add_argument("--rates", default="50,500", help="end-to-end: control rates [Hz] of the node runs")
+    parser.add_argument("--seconds", type=float, default=10.0, help="end-to-end: seconds per rate")
+    args = parser.parse_args()
+    kinds = [k for k in args.policies.split(",") if k]
+    if not kinds or any(k not in CALLS for k in kinds):
+        parser.error(f"--policies: give mlp, image or both, got {args.policies!r}")
+    torch.set_num_threads(1)
+    import onnxruntime
+
+    host = machine(["numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "robot_stack"], device=args.device,
+                   torch_threads=torch.get_num_threads(), ort_providers=onnxruntime.get_available_providers())
+    print(f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__} (1 thread), "
+          f"load average {host['machine']['load_average'][0]:.2f} on {host['machine']['cores']} cores")
+    devices = ["cpu"]
+    cuda_note = None
+    if args.device == "cuda":
+        missing = [what for what, ok in (("onnxruntime's CUDA execution provider",
+                                          "CUDAExecutionProvider" in onnxruntime.get_available_providers()),
+                                         ("a CUDA device for torch", torch.cuda.is_available())) if not ok]
+        if missing:
+            cuda_note = f"no CUDA figures: {' and '.join(missing)} missing"
+            print(cuda_note)
+        else:
+            devices.append("cuda")
+
+    rows = []
+    header = f"{'policy':6s} {'case':20s} {'p50 ms':>8s} {'p99 ms':>8s} {'p99.9 ms':>9s} {'torch/this p99':>15s}"
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in kinds:
+            path, graph, observation = build_policy(Path(folder), kind)
+            for device in devices:
+                calls = args.calls or (CALLS[kind] * (5 if device == "cuda" else 1))
+                times = measure(cases_for(path, graph, observation, device), calls, args.rounds)
+                baseline = figures(times["torch eager" if device == "cpu" else "torch eager cuda"])
+                for case, case_times in times.items():
+                    row = {"policy": kind, "device": device, "case": case, **figures(case_times)}
+                    row["ratio_torch_p50"] = round(baseline["p50_ms"] / row["p50_ms"], 2)
+                    row["ratio_torch_p99"] = round(baseline["p99_ms"] / row["p99_ms"], 2)
+                    rows.append(row)
+                    print(f"{kind:6s} {case:20s} {row['p50_ms']:8.4f} {row['p99_ms']:8.4f} {row['p99.9_ms']:9.4f} "
+                          f"{row['ratio_torch_p99']:15.2f}", flush=True)
+    print("ratio = torch eager / this case (above 1: faster than eager torch); batch of one, one inference per call")
+    goal_row = next((r for r in rows if r["policy"] == "mlp" and r["case"] == "ort 1 thread"), None)
+    goal = None if goal_row is None else {"what": f"onnxruntime p99 < {MLP_GOAL_P99_MS} ms for the MLP on the CPU",
+                                          "p99_ms": goal_row["p99_ms"], "met": goal_row["p99_ms"] < MLP_GOAL_P99_MS}
+    if goal:
+        print(f"goal: {goal['what']}: {goal['p99_ms']:.4f} ms -> {'met' if goal['met'] else 'NOT met'}")
+    rates = [float(r) for r in args.rates.split(",") if r]
+    host["machine"]["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
+    result = {
+        "benchmark": "policy_latency",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **host,
+        "settings": {"state": STATE, "command": COMMAND_NAMES, "image": IMAGE, "hidden_dims": [256, 256],
+                     "algorithm": "bc", "rounds": args.rounds, "calls": args.calls or CALLS, "devices": devices,
+                     "cuda_note": cuda_note},
+        "inference": rows,
+        "goal": goal,
+        "end_to_end": end_to_end(rates, args.seconds),
+    }
+    write_result(RESULTS, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
