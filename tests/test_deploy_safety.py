@@ -152,6 +152,20 @@ def test_huge_target_ramps_up_and_stops_exactly_at_the_bound_as_the_saturation_l
     assert np.all(np.diff(speeds[braking:]) <= 1e-12)  # never speeds up again once braking starts
 
 
+@PROPERTY
+@given(start=st.floats(-1.0, 1.0), target=st.floats(-1.0, 1.0), max_step=st.one_of(st.none(), st.floats(0.02, 2.0)),
+       max_step_change=st.floats(0.01, 2.0))
+def test_a_steady_command_is_approached_without_overshoot_and_reached(start, target, max_step, max_step_change) -> None:
+    command = {"names": ["joint0"], "low": [-1.0], "high": [1.0], "hold": [0.0], "meaning": "joint_position",
+               "sticky": []}
+    safety = SafetyFilter(SafetyLimits.from_command(command, max_step=max_step, max_step_change=max_step_change))
+    safety.reset([start])
+    outputs = [safety([target])[0][0] for _ in range(300)]  # 2 units at 0.02 a step: 100
+    assert all(min(start, target) - TOL <= out <= max(start, target) + TOL for out in outputs)
+    assert np.all(np.sign(target - start) * np.diff([start, *outputs]) >= -TOL)  # monotonic toward the target
+    assert outputs[-1] == pytest.approx(target, abs=1e-9)
+
+
 def test_hold_is_immediate_and_restarts_the_change_limits_from_rest() -> None:
     safety = SafetyFilter(SafetyLimits.from_command(card_command("reach2d"), max_step=0.2, max_step_change=0.1))
     for _ in range(10):

@@ -7,7 +7,8 @@ value plays the position (clamped to the command bounds), its change per control
 (``max_step``) and the change of that change per step the acceleration (``max_step_change``); as there,
 "if a joint is close to its position limit, velocity and acceleration will be reduced accordingly": the change is
 capped so that, decelerating by ``max_step_change`` a step, the element stops at its bound rather than past it, so
-all three limits hold together on every step. The units are the command's own, per control step.
+all three limits hold together on every step. The same cap toward the model's command (beyond a pure saturation)
+makes the output settle on it instead of overshooting it. The units are the command's own, per control step.
 
 Decisions (docs/deploy.md, "Runtime and safety filter"):
 
@@ -199,10 +200,13 @@ class SafetyFilter:
 
     def _limit_change(self, wanted: np.ndarray) -> np.ndarray:
         """The change for this step, clamped in order of rising priority so that, where all the intervals meet,
-        the result is in all of them: acceleration, then velocity (with the stopping distance), then position."""
+        the result is in all of them: the stopping distance to the target (so the command settles on the model's
+        command instead of overshooting it, where the acceleration allows), acceleration, then velocity (with the
+        stopping distance to the bounds), then position."""
         limits, last = self.limits, self._last
         accel, speed = limits.max_step_change, limits.max_step
-        change = np.clip(wanted, self._last_change - accel, self._last_change + accel)
+        change = np.sign(wanted) * np.minimum(np.abs(wanted), _stoppable(np.abs(wanted), accel))
+        change = np.clip(change, self._last_change - accel, self._last_change + accel)
         up = np.minimum(speed, _stoppable(limits.high - last, accel))
         down = np.minimum(speed, _stoppable(last - limits.low, accel))
         change = np.clip(change, -down, up)
