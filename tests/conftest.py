@@ -147,3 +147,32 @@ def tuned_clip(tmp_path_factory, tiny_clip) -> dict[str, str]:
     (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
     torch.save(model.state_dict(), model_dir / "open_clip_pytorch_model.bin")
     return {"dataset": str(folder / "reach2d.zarr"), "model": str(model_dir)}
+
+
+@pytest.fixture(scope="session")
+def reach2d_runs(tmp_path_factory):
+    """A small reach2d dataset (3 expert episodes, a 32x32 top camera) and tiny training runs on it:
+    ``train(algo, *flags) -> run folder``, each set of arguments trained once per session with the real
+    `robot-stack train` (20 updates, hidden [16], CPU, no sim evaluation). ``train.dataset`` is the dataset."""
+    from robot_stack.cli.main import main as cli
+    from robot_stack.sim.collect import collect
+
+    folder = tmp_path_factory.mktemp("reach2d_runs")
+    dataset = collect("reach2d", folder / "reach2d.zarr", 3, mix={"expert": 1.0}, seed=0, cameras=["top:32x32"],
+                      progress=False)
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def train(algo: str, *flags: str) -> Path:
+        key = (algo, *flags)
+        if key not in runs:
+            out = folder / f"{algo}{len(runs)}"
+            reward = ["--reward", "none"] if algo == "bc" else ["--reward", "sim"]
+            code = cli(["train", "--algo", algo, "--dataset", str(dataset.path), "--steps", "20", "--batch-size", "16",
+                        "--eval-every", "-1", "--device", "cpu", "--out", str(out), "--no-progress",
+                        "--set", "hidden_dims=[16]", *reward, *flags])
+            assert code == 0, f"training {key} failed"
+            runs[key] = out
+        return runs[key]
+
+    train.dataset = dataset
+    return train

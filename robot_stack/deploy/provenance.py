@@ -46,7 +46,7 @@ def verify(model: str | Path, run_dir: str | Path | None = None,
     data_path = Path(dataset) if dataset is not None else Path(card.data["dataset"]["path"])
     links = [_model_link(Path(model), model_bytes, card), *_run_links(card, run)]
     opened, dataset_link = _dataset_link(card, data_path)
-    links += [dataset_link, _reward_link(card, opened, data_path)]
+    links += [dataset_link, _reward_link(card, opened, data_path, dataset_link)]
     return card, links
 
 
@@ -140,10 +140,12 @@ def _dataset_link(card: ModelCard, path: Path) -> tuple[Dataset | None, Link]:
                          f"({trained['episodes']} episodes, {trained['frames']} frames)")
 
 
-def _reward_link(card: ModelCard, dataset: Dataset | None, path: Path) -> Link:
+def _reward_link(card: ModelCard, dataset: Dataset | None, path: Path, dataset_link: Link) -> Link:
     reward = card.data["reward"]
     source = str(reward.get("source"))
     name = "reward ↔ label run" if source.startswith("labels/") else "reward"
+    if source == "none":
+        return Link(name, HOLDS, "no reward: the policy imitates the data (bc)")
     if dataset is None:
         return Link(name, MISSING, f"reward {source}: cannot be checked without a readable dataset at {path}",
                     "make the dataset link hold first")
@@ -166,6 +168,9 @@ def _reward_link(card: ModelCard, dataset: Dataset | None, path: Path) -> Link:
             return Link(name, BROKEN, f"reward {source}: episodes' success marks changed after training "
                         f"(episodes {changed[:10]})", "retrain with the current marks (robot-stack data mark changed them)")
         return Link(name, HOLDS, f"reward {source}: the episodes' success marks are as trained")
+    if dataset_link.status != HOLDS:  # a reward recorded with the data changed with it
+        return Link(name, dataset_link.status, f"reward {source} is recorded with the data: see the dataset link",
+                    dataset_link.fix)
     return Link(name, HOLDS, f"reward {source}: recorded with the data, which the dataset link covers")
 
 
