@@ -53,7 +53,12 @@ def labelled(tmp_path_factory):
 
 
 def test_a_fresh_export_holds_every_link(labelled, capsys):
-    model, _, _ = labelled
+    model, _, dataset_path = labelled
+    from robot_stack.data import Dataset
+    from robot_stack.deploy.card import read_card
+
+    label_run = Dataset.open(dataset_path).read_labels("progress_test").attrs
+    assert read_card(model).data["reward"] == {"source": "labels/progress_test", "label_run": label_run}
     code, links, summary = _verify(capsys, model)
     assert code == 0 and summary == "5 of 5 links hold: the model's provenance is complete"
     assert [line.split()[0] for line in links.values()] == ["holds"] * 5
@@ -138,3 +143,17 @@ def test_a_run_resumed_or_a_checkpoint_changed_after_export_is_broken(labelled, 
     (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace("steps: 20", "steps: 40"))
     code, links, _ = _verify(capsys, model, "--run", copy)
     assert code == 1 and _status(links, "config") == "BROKEN" and "steps: 20 in the card, 40 now" in links["config"]
+
+
+def test_success_marks_changed_after_training_are_broken(reach2d_runs, tmp_path, capsys):
+    from robot_stack.data import mark_episodes
+
+    model = tmp_path / "success.onnx"
+    assert cli(["export", str(reach2d_runs("iql", "--reward", "success")), "--out", str(model)]) == 0
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(reach2d_runs.dataset.path, copy)
+    assert _verify(capsys, model, "--dataset", copy)[0] == 0
+    mark_episodes(copy, [1], success=False, by="reviewer")  # the marks change the rewards, not the fingerprint
+    code, links, _ = _verify(capsys, model, "--dataset", copy)
+    assert code == 1 and _status(links, "dataset") == "holds" and _status(links, "reward") == "BROKEN"
+    assert "success marks changed after training (episodes [1])" in links["reward"]

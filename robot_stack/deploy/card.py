@@ -24,8 +24,12 @@ CARD_FORMAT = "robot_stack.model_card"
 CARD_VERSION = 1
 CARD_KEY = "robot_stack.model_card"
 """ONNX metadata_props key holding the card's JSON."""
-REQUIRED = ("format", "name", "robot", "observation", "command", "algorithm", "config", "dataset", "reward",
-            "training", "runtime", "parity")
+REQUIRED = {"format": (), "name": (), "robot": (), "observation": ("spec", "features", "inputs", "max_age_s"),
+            "command": ("names", "low", "high", "hold", "meaning", "rate_hz", "sticky"), "algorithm": (), "config": (),
+            "dataset": ("path", "fingerprint", "episodes", "frames"), "reward": ("source", "label_run"),
+            "training": ("steps", "run_dir", "checkpoint", "checkpoint_sha256"), "runtime": (),
+            "parity": ("max_abs_error", "cosine", "observations")}
+"""The card's keys, and the keys inside each that readers rely on."""
 
 
 @dataclass
@@ -84,7 +88,12 @@ def card_from_dict(data: Any, source: str) -> ModelCard:
     if int(version) > CARD_VERSION:
         raise DeployError(f"{source}: model card format {found} is newer than this robot_stack reads "
                           f"({CARD_FORMAT}/{CARD_VERSION}): upgrade robot_stack on this machine")
-    missing = [key for key in REQUIRED if key not in data]
+    missing = []
+    for key, inner in REQUIRED.items():
+        if key not in data or (inner and not isinstance(data[key], dict)):
+            missing.append(key)
+        elif inner:
+            missing += [f"{key}.{name}" for name in inner if name not in data[key]]
     if missing:
         raise DeployError(f"{source}: the model card lacks {', '.join(missing)}: it is damaged; re-export the model")
     return ModelCard(data)

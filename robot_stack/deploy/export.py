@@ -25,7 +25,16 @@ from torch import nn
 
 from robot_stack import __version__
 from robot_stack.data import Dataset
-from robot_stack.deploy.card import CARD_FORMAT, CARD_KEY, CARD_VERSION, ModelCard, card_path, sha256_bytes, sha256_file
+from robot_stack.deploy.card import (
+    CARD_FORMAT,
+    CARD_KEY,
+    CARD_VERSION,
+    ModelCard,
+    card_path,
+    raw_state,
+    sha256_bytes,
+    sha256_file,
+)
 from robot_stack.errors import DatasetError, DeployError, LearnError
 from robot_stack.learn.evaluate import PolicyRunner
 from robot_stack.learn.observations import ObservationSpec, env_key
@@ -70,7 +79,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
         raise DeployError(f"run {run_dir} sees frozen CLIP embeddings ({', '.join(spec.embeddings)}): exporting the "
                           "CLIP image model into the graph is not supported yet; train with --image-encoder cnn to deploy")
     dataset = _open_dataset(info, run_dir)
-    torch.manual_seed(0)
     graph = ExportedPolicy(algorithm, spec).eval()
     model_bytes = _to_onnx(graph, spec)
     observations = parity_observations(dataset, spec, frames)
@@ -155,7 +163,7 @@ def input_names(spec: ObservationSpec) -> list[str]:
 
 def _to_onnx(graph: Any, spec: ObservationSpec) -> bytes:
     names = input_names(spec)
-    example = [torch.zeros(2, int(sum(np.prod(s, dtype=int) for s in spec.state.values())), dtype=torch.float32)]
+    example = [torch.zeros(2, spec.state_dim, dtype=torch.float32)]
     example += [torch.zeros(2, *shape, dtype=torch.uint8) for shape in spec.images.values()]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -203,8 +211,7 @@ def measure_parity(model_bytes: bytes, algorithm: Any, spec: ObservationSpec,
 
 
 def raw_state_of(spec: ObservationSpec, observations: dict[str, np.ndarray]) -> np.ndarray:
-    from robot_stack.deploy.card import raw_state
-
+    """The graph's "state" input from observations keyed as the sim env names them."""
     return raw_state(spec, {name: observations[env_key(name)] for name in spec.state})
 
 
@@ -215,7 +222,7 @@ def build_card(name: str, run_dir: Path, checkpoint: Path, step: int, info: dict
     for feature in [*spec.state, *spec.images]:
         attrs = dataset.features[feature]
         features[feature] = {**attrs.to_json(), "max_age_s": float(getattr(attrs, "max_age_s", DEFAULT_MAX_AGE_S))}
-    inputs = {"state": [int(sum(np.prod(s, dtype=int) for s in spec.state.values()))]}
+    inputs = {"state": [spec.state_dim]}
     inputs |= {image: list(shape) for image, shape in spec.images.items()}
     robot = dataset.robot
     command_spec = robot.get("command_spec") or {}
