@@ -80,9 +80,13 @@ def build_policy(folder: Path, kind: str) -> tuple[Path, torch.nn.Module, dict[s
             "observation": {"spec": spec.to_json(), "features": {}, "inputs": inputs, "max_age_s": 0.25},
             "command": {"names": COMMAND_NAMES, "low": [-1.0] * 7, "high": [1.0] * 7, "hold": [0.0] * 7,
                         "meaning": "eef_delta_pose_gripper", "rate_hz": 20.0, "sticky": ["gripper"]},
-            "algorithm": "bc", "config": {}, "dataset": {}, "reward": {"source": "none"}, "training": {},
-            "runtime": {"intra_op_threads": 1, "providers": ["CPUExecutionProvider"], "inputs": list(inputs),
-                        "output": "command"}, "parity": {}}
+            "algorithm": "bc", "config": {}, "runtime": {"intra_op_threads": 1, "providers": ["CPUExecutionProvider"],
+                                                         "inputs": list(inputs), "output": "command"},
+            # No run behind it: the provenance fields are there, empty.
+            "dataset": {"path": None, "fingerprint": None, "episodes": 0, "frames": 0},
+            "reward": {"source": "none", "label_run": None},
+            "training": {"steps": 0, "run_dir": None, "checkpoint": None, "checkpoint_sha256": None},
+            "parity": {"max_abs_error": None, "cosine": None, "observations": 0}}
     path = folder / f"latency_{kind}.onnx"
     write_model(path, buffer.getvalue(), ModelCard(card))
     observation = {"state": rng.normal(size=size).astype(np.float32)}

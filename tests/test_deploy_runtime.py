@@ -23,6 +23,12 @@ from robot_stack.learn.config import load_config
 from robot_stack.learn.observations import ObservationSpec
 
 STATE = {"joint_position": [2], "eef_pose": [7]}
+EMPTY_PROVENANCE = {  # no run behind the test models: the card's provenance fields are there, empty
+    "dataset": {"path": None, "fingerprint": None, "episodes": 0, "frames": 0},
+    "reward": {"source": "none", "label_run": None},
+    "training": {"steps": 0, "run_dir": None, "checkpoint": None, "checkpoint_sha256": None},
+    "parity": {"max_abs_error": None, "cosine": None, "observations": 0},
+}
 COMMAND = {"names": ["dx", "dy"], "low": [-1.0, -1.0], "high": [1.0, 1.0], "hold": [0.0, 0.0],
            "meaning": "eef_delta_xy: fingertip dx, dy per control step, 1.0 = 0.02 m", "rate_hz": 20.0, "sticky": []}
 
@@ -39,10 +45,9 @@ def make_card(name: str, spec: ObservationSpec, inputs: dict[str, list[int]]) ->
         "format": f"{CARD_FORMAT}/{CARD_VERSION}", "name": name, "robot": {"name": "test", "command": COMMAND["meaning"]},
         "observation": {"spec": spec.to_json(), "features": {}, "inputs": inputs, "max_age_s": 0.25,
                         "alignment": "latest message per topic at each control tick; older than max_age_s is stale"},
-        "command": dict(COMMAND), "algorithm": "bc", "config": {}, "dataset": {}, "reward": {"source": "none"},
-        "training": {}, "runtime": {"intra_op_threads": 1, "providers": ["CPUExecutionProvider"],
-                                    "inputs": list(inputs), "output": "command"},
-        "parity": {},
+        "command": dict(COMMAND), "algorithm": "bc", "config": {}, **EMPTY_PROVENANCE,
+        "runtime": {"intra_op_threads": 1, "providers": ["CPUExecutionProvider"], "inputs": list(inputs),
+                    "output": "command"},
     })
 
 
