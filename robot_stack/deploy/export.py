@@ -5,7 +5,7 @@ order, not normalised) and each camera as uint8 [B, H, W, 3]; it normalises ((x 
 images, runs the actor (its mean action in [-1, 1]) and maps it onto the command bounds, so its output
 ``command`` float32 [B, A] is in the robot's own units. Before anything is written, the graph runs in
 onnxruntime on real dataset frames next to the run's torch actor on the trainer's evaluation path
-(PolicyRunner: spec.state_from -> Algorithm.act -> spec.unscale); an export that differs by more than
+(spec.state_from -> Algorithm.act -> spec.unscale, as PolicyRunner does); an export that differs by more than
 PARITY_TOLERANCE is refused and leaves no file.
 """
 
@@ -36,7 +36,6 @@ from robot_stack.deploy.card import (
     sha256_file,
 )
 from robot_stack.errors import DatasetError, DeployError, LearnError
-from robot_stack.learn.evaluate import PolicyRunner
 from robot_stack.learn.observations import ObservationSpec, env_key
 from robot_stack.learn.trainer import load_checkpoint, load_policy
 
@@ -190,13 +189,15 @@ def parity_observations(dataset: Dataset, spec: ObservationSpec, frames: int = P
 
 def measure_parity(model_bytes: bytes, algorithm: Any, spec: ObservationSpec,
                    observations: dict[str, np.ndarray]) -> dict[str, Any]:
-    """torch (the trainer's evaluation path, one observation at a time) vs onnxruntime (one batch) on the same
-    observations: max absolute command difference and cosine similarity of the flattened commands."""
+    """torch (the trainer's evaluation path: spec.state_from -> Algorithm.act -> spec.unscale, as PolicyRunner
+    runs it, here on the whole batch) vs onnxruntime on the same observations: max absolute command difference
+    and cosine similarity of the flattened commands."""
     import onnxruntime
 
-    count = len(next(iter(observations.values())))
-    runner = PolicyRunner(algorithm.act, spec, "cpu")
-    reference = np.stack([runner({key: value[i] for key, value in observations.items()}) for i in range(count)])
+    values = {name: observations[env_key(name)] for name in spec.state}
+    tensors = {"state": torch.as_tensor(spec.state_from(values))}
+    tensors |= {name: torch.as_tensor(np.ascontiguousarray(observations[env_key(name)])) for name in spec.images}
+    reference = spec.unscale(algorithm.act(tensors).float().cpu().numpy())
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
@@ -207,7 +208,7 @@ def measure_parity(model_bytes: bytes, algorithm: Any, spec: ObservationSpec,
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))
     cosine = float(a @ b / norms) if norms > 0 else float(np.array_equal(a, b))
     return {"max_abs_error": float(np.max(np.abs(reference - exported))), "cosine": cosine,
-            "observations": int(count), "source": "dataset frames"}
+            "observations": len(a) // spec.action_dim, "source": "dataset frames"}
 
 
 def raw_state_of(spec: ObservationSpec, observations: dict[str, np.ndarray]) -> np.ndarray:
