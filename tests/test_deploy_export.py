@@ -138,3 +138,12 @@ def test_the_graph_runs_on_a_batch_of_one_like_the_policy_node_feeds_it(reach2d_
     assert state.shape == (1, 18)
     command = _session(out).run(["command"], {"state": state})[0]
     assert command.shape == (1, 2) and np.all(np.isfinite(command))
+
+
+def test_a_policy_on_frozen_clip_embeddings_is_refused_for_now(reach2d_runs, tiny_clip, tmp_path, capsys):
+    run_dir = reach2d_runs("bc", "--images", "image.top", "--image-encoder", f"clip:{tiny_clip['folder0']}",
+                           "--steps", "2")
+    assert cli(["export", str(run_dir), "--out", str(tmp_path / "clip.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "sees frozen CLIP embeddings (image.top)" in err and "--image-encoder cnn" in err
+    assert not (tmp_path / "clip.onnx").exists()

@@ -1,5 +1,5 @@
 """The model card: what an exported policy is, what it needs and where it came from (ARCHITECTURE.md,
-"Policy artifact"; the schema is docs/deploy.md's "The model card").
+"Policy artifact"; the schema is docs/deploy.md, "The card").
 
 The card is one JSON object stored in the ONNX file's metadata (key CARD_KEY) and beside it as
 ``<name>.json`` (the same object plus ``onnx_sha256``). The policy node reads everything it needs from it

@@ -218,7 +218,7 @@ def raw_state_of(spec: ObservationSpec, observations: dict[str, np.ndarray]) -> 
 
 def build_card(name: str, run_dir: Path, checkpoint: Path, step: int, info: dict[str, Any], config: dict[str, Any],
                spec: ObservationSpec, dataset: Dataset, parity: dict[str, Any]) -> dict[str, Any]:
-    """The card's JSON object (docs/deploy.md, "The model card") for a run exported from `checkpoint`."""
+    """The card's JSON object (docs/deploy.md, "The card") for a run exported from `checkpoint`."""
     features = {}
     for feature in [*spec.state, *spec.images]:
         attrs = dataset.features[feature]
