@@ -154,8 +154,9 @@ def reach2d_runs(tmp_path_factory):
     """A small reach2d dataset (3 expert episodes, a 32x32 top camera) and tiny training runs on it:
     ``train(algo, *flags) -> run folder``, each set of arguments trained once per session with the real
     `robot-stack train` (20 updates, hidden [16], CPU, no sim evaluation). ``train.dataset`` is the dataset."""
-    from robot_stack.cli.main import main as cli
     from robot_stack.sim.collect import collect
+
+    from robot_stack.cli.main import main as cli
 
     folder = tmp_path_factory.mktemp("reach2d_runs")
     dataset = collect("reach2d", folder / "reach2d.zarr", 3, mix={"expert": 1.0}, seed=0, cameras=["top:32x32"],

@@ -105,7 +105,7 @@ def test_a_relabelled_reward_run_is_broken(labelled, tmp_path, capsys):
     relabelled = Dataset.open(copy)
     relabelled.write_labels("progress_test", np.zeros(relabelled.n_frames, np.float32),
                             {"labeler": "other", "model": "none"}, overwrite=True)
-    code, links, summary = _verify(capsys, model, "--dataset", copy)
+    code, links, _summary = _verify(capsys, model, "--dataset", copy)
     assert code == 1 and _status(links, "dataset") == "holds"  # labels are beside the data, not part of it
     assert _status(links, "reward") == "BROKEN" and "label run 'progress_test' changed after training" in links["reward"]
     assert "labeler: 'test' in the card, 'other' now" in links["reward"]

@@ -61,33 +61,34 @@ def card_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The card as (label, text) rows, in the order a reviewer reads it."""
     robot, command, observation = data["robot"], data["command"], data["observation"]
     sim = f" (sim task {robot['sim_task']})" if robot.get("sim_task") else ""
-    rows = [("model", f"{data['name']}: {data['format']}, made {data.get('created', '?')} by robot_stack "
-                      f"{data.get('robot_stack_version', '?')}"),
+    hold = _numbers(command["hold"]) if command.get("hold") is not None else "none given"
+    bounds = f"[{_numbers(command['low'])}] .. [{_numbers(command['high'])}]"
+    made = f"made {data.get('created', '?')} by robot_stack {data.get('robot_stack_version', '?')}"
+    rows = [("model", f"{data['name']}: {data['format']}, {made}"),
             ("robot", f"{robot.get('name', '?')}{sim}"),
             ("command", f"{command['meaning']}"),
-            ("", f"{', '.join(command['names'])} in [{_numbers(command['low'])}] .. [{_numbers(command['high'])}], "
-                 f"hold [{_numbers(command['hold']) if command.get('hold') is not None else 'none given'}], sticky: "
-                 f"{', '.join(command['sticky']) or 'none'}, at {command['rate_hz']:g} Hz"),
+            ("", (f"{', '.join(command['names'])} in {bounds}, hold [{hold}], "
+                  f"sticky: {', '.join(command['sticky']) or 'none'}, at {command['rate_hz']:g} Hz")),
             ("observation", f"{observation['alignment']}; max age {observation['max_age_s']:g} s")]
     for name, feature in observation["features"].items():
         units = f" [{feature['units']}]" if feature.get("units") else ""
-        rows.append(("", f"{name} {feature['dtype']} {feature['shape']}{units} from {feature.get('topic') or '?'}, "
-                         f"max age {feature['max_age_s']:g} s"))
-    rows.append(("inputs", ", ".join(f"{name} {shape}" for name, shape in observation["inputs"].items())
-                 + " -> command"))
+        source = f"from {feature.get('topic') or '?'}, max age {feature['max_age_s']:g} s"
+        rows.append(("", f"{name} {feature['dtype']} {feature['shape']}{units} {source}"))
+    inputs = ", ".join(f"{name} {shape}" for name, shape in observation["inputs"].items())
+    rows.append(("inputs", f"{inputs} -> command"))
     config = data["config"]
-    rows.append(("algorithm", f"{data['algorithm']}, hidden {config.get('hidden_dims')}, batch {config.get('batch_size')}, "
-                              f"seed {config.get('seed')}"))
+    rows.append(("algorithm", (f"{data['algorithm']}, hidden {config.get('hidden_dims')}, "
+                               f"batch {config.get('batch_size')}, seed {config.get('seed')}")))
     dataset = data["dataset"]
-    rows.append(("dataset", f"{dataset['path']} ({dataset['episodes']} episodes, {dataset['frames']} frames, "
-                            f"fingerprint {dataset['fingerprint'][:12]})"))
-    reward = data["reward"]
-    label = reward.get("label_run")
-    rows.append(("reward", reward["source"] + (f" (labeler {label.get('labeler', '?')}, model {label.get('model', '?')}, "
-                                               f"created {label.get('created', '?')})" if label else "")))
+    rows.append(("dataset", (f"{dataset['path']} ({dataset['episodes']} episodes, {dataset['frames']} frames, "
+                             f"fingerprint {dataset['fingerprint'][:12]})")))
+    reward, label = data["reward"], data["reward"].get("label_run")
+    labeled = (f" (labeler {label.get('labeler', '?')}, model {label.get('model', '?')}, "
+               f"created {label.get('created', '?')})") if label else ""
+    rows.append(("reward", f"{reward['source']}{labeled}"))
     training = data["training"]
-    rows.append(("training", f"{training['steps']} steps; {training['run_dir']}/{training['checkpoint']} "
-                             f"(sha256 {training['checkpoint_sha256'][:12]})"))
+    rows.append(("training", (f"{training['steps']} steps; {training['run_dir']}/{training['checkpoint']} "
+                              f"(sha256 {training['checkpoint_sha256'][:12]})")))
     evaluation = data.get("evaluation")
     rows.append(("evaluation", "none (the run was not evaluated in the sim)" if not evaluation else
                  f"success {evaluation['success_rate']:.0%} over {evaluation['episodes']} sim episodes, "
@@ -95,8 +96,8 @@ def card_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     runtime = data["runtime"]
     rows.append(("runtime", f"{', '.join(runtime['providers'])}, {runtime['intra_op_threads']} intra-op thread(s)"))
     parity = data["parity"]
-    rows.append(("parity", f"max |torch - onnxruntime| {parity['max_abs_error']:.2g}, cosine {parity['cosine']:.6f} "
-                           f"on {parity['observations']} {parity['source']}"))
+    rows.append(("parity", (f"max |torch - onnxruntime| {parity['max_abs_error']:.2g}, "
+                            f"cosine {parity['cosine']:.6f} on {parity['observations']} {parity['source']}")))
     return rows
 
 

@@ -17,7 +17,13 @@ from typing import Any
 import yaml
 
 from robot_stack.data import Dataset
-from robot_stack.deploy.card import ModelCard, card_path, load_model, sha256_bytes, sha256_file
+from robot_stack.deploy.card import (
+    ModelCard,
+    card_path,
+    load_model,
+    sha256_bytes,
+    sha256_file,
+)
 from robot_stack.errors import DatasetError
 
 HOLDS, MISSING, BROKEN = "holds", "missing", "BROKEN"
