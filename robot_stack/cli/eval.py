@@ -174,7 +174,7 @@ def evaluate_node(model: str | Path, episodes: int, seed: int, *, realtime: bool
         with _EvalNode(launch, Path(log.name)) as node:
             node.wait_until_ready()
             rows = [{"seed": seed + i, "success": node.episode(seed + i, horizon)} for i in range(episodes)]
-            status = node.status
+            status = node.final_status()
     finally:
         _stop(launch)
         log.close()
@@ -292,6 +292,12 @@ class _EvalNode:
         self._spin_until(lambda: len(self.clocks) > last and len(self.successes) + self.offset > last, timeout,
                          f"waiting for {horizon} steps of the episode with seed {seed}")
         return any(self.successes[k - self.offset] for k in range(start, last + 1))
+
+    def final_status(self) -> dict[str, Any]:
+        """The policy node's first status sent after the last episode (it sends a few a second)."""
+        ended = time.time()
+        self._spin_until(lambda: self.status["time"] > ended, 30.0, "waiting for the policy node's last status")
+        return self.status
 
     def _rate(self) -> float:
         return float((self.status or {}).get("rate_hz") or 20.0)
