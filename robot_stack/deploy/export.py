@@ -39,7 +39,7 @@ from robot_stack.errors import DatasetError, DeployError, LearnError
 from robot_stack.learn.observations import ObservationSpec, env_key
 from robot_stack.learn.trainer import load_checkpoint, load_policy
 
-OPSET = 18
+OPSET = 20  # the newest the TorchScript exporter writes (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 PARITY_TOLERANCE = 1e-4
 """Largest |torch - onnxruntime| command difference an export may have, in the command's units."""
 PARITY_FRAMES = 256
