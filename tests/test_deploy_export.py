@@ -5,6 +5,7 @@ reach2d dataset collected in MuJoCo), real onnx and onnxruntime."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -120,10 +121,16 @@ def test_a_checkpoint_of_the_run_can_be_exported_and_the_card_names_it(reach2d_r
     ("empty", "has no checkpoint"),
     ("bad_out", "a model file ends in .onnx"),
     ("bad_checkpoint", "no checkpoint nope.pt"),
+    ("no_dataset", "its dataset is needed for the parity check on real frames: no dataset at"),
 ])
 def test_runs_that_cannot_be_exported_are_one_line_errors(reach2d_runs, tmp_path, capsys, case, message):
     run_dir = {"missing": tmp_path / "nope", "empty": tmp_path / "empty"}.get(case, reach2d_runs("bc"))
     (tmp_path / "empty").mkdir()
+    if case == "no_dataset":  # the run of a dataset that is not on this machine
+        run_dir = shutil.copytree(run_dir, tmp_path / "copy")
+        info = json.loads((run_dir / "run.json").read_text())
+        info["dataset"]["path"] = str(tmp_path / "elsewhere.zarr")
+        (run_dir / "run.json").write_text(json.dumps(info))
     flags = {"bad_out": ["--out", str(tmp_path / "model.pt")], "bad_checkpoint": ["--checkpoint", "nope.pt"]}
     assert cli(["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), *flags.get(case, [])]) == 2
     err = capsys.readouterr().err
