@@ -162,3 +162,23 @@ def test_a_label_job_writes_the_preference_run_with_its_judge_and_ground_truth_f
     labels = Dataset.open(dataset.path).read_labels("pref-oracle")
     assert summary.frames == dataset.n_frames and labels.attrs["judge"] == "oracle"
     assert labels.attrs["ground_truth_used"] is True and labels.attrs["labeler"] == "preference"
+
+
+def test_reward_models_fit_on_the_threads_option_and_give_the_threads_back(dataset, monkeypatch):
+    """Fitting runs on `threads` torch threads (default 1: these models are small, a thread team costs more than it
+    gives on a loaded machine); the caller's thread count is restored after."""
+    import robot_stack.label.preference as preference
+
+    seen = []
+
+    def fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fit_bradley_terry(*args, **kwargs)
+
+    monkeypatch.setattr(preference, "fit_bradley_terry", fit)
+    torch.set_num_threads(2)
+    label(dataset, judge="oracle", pairs=40, ensemble=1, steps=5, pixels=True)
+    result = label(dataset, judge="oracle", pairs=40, ensemble=1, steps=5, pixels=True, threads=2)
+    assert seen == [1, 2] and torch.get_num_threads() == 2 and result.info["threads"] == 2
+    with pytest.raises(LabelError, match="threads=0"):
+        label(dataset, judge="oracle", pairs=40, threads=0, pixels=True)
