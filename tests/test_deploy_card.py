@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -192,3 +193,19 @@ def test_model_info_prints_the_card_readably_and_as_json(exported, capsys):
         assert expected in text, expected
     assert cli(["model", "info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == card.data
+
+
+def test_a_max_age_the_dataset_stores_for_a_feature_goes_into_the_card(reach2d_runs, tmp_path):
+    """The recorder does not write max_age into a dataset today; where a dataset has it, the card takes it."""
+    data = shutil.copytree(reach2d_runs.dataset.path, tmp_path / "copy.zarr")
+    meta = json.loads((data / "zarr.json").read_text())
+    meta["attributes"]["features"]["eef_pose"]["max_age_s"] = 0.1
+    (data / "zarr.json").write_text(json.dumps(meta))
+    run_dir = shutil.copytree(reach2d_runs("bc"), tmp_path / "run")
+    info = json.loads((run_dir / "run.json").read_text())
+    info["dataset"]["path"] = str(data)
+    (run_dir / "run.json").write_text(json.dumps(info))
+    card = export_run(run_dir, tmp_path / "model.onnx")
+    features = card.data["observation"]["features"]
+    assert features["eef_pose"]["max_age_s"] == 0.1 and features["object_pose"]["max_age_s"] == 0.25
+    assert card.max_age_s == 0.25  # the largest

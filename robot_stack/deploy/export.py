@@ -45,7 +45,8 @@ PARITY_TOLERANCE = 1e-4
 PARITY_FRAMES = 256
 DEFAULT_MAX_AGE_S = 0.25
 """The recorder's default_max_age [s]: a dataset does not store each feature's max_age (its stale.* flags
-are what the max age decided), so the card uses a feature attribute max_age_s where one exists, else this."""
+are what the max age decided), so the card uses a feature's max_age_s attribute in zarr.json where one is
+written, else this."""
 STICKY_WORDS = ("gripper", "grip", "finger", "hand")
 """Command elements named like this hold their value while the robot holds (a gripper keeps its grasp)."""
 ALIGNMENT = "latest message per topic at each control tick; older than max_age_s is stale"
@@ -219,10 +220,11 @@ def raw_state_of(spec: ObservationSpec, observations: dict[str, np.ndarray]) -> 
 def build_card(name: str, run_dir: Path, checkpoint: Path, step: int, info: dict[str, Any], config: dict[str, Any],
                spec: ObservationSpec, dataset: Dataset, parity: dict[str, Any]) -> dict[str, Any]:
     """The card's JSON object (docs/deploy.md, "The card") for a run exported from `checkpoint`."""
+    stored = _stored_features(dataset)
     features = {}
     for feature in [*spec.state, *spec.images]:
-        attrs = dataset.features[feature]
-        features[feature] = {**attrs.to_json(), "max_age_s": float(getattr(attrs, "max_age_s", DEFAULT_MAX_AGE_S))}
+        max_age = stored.get(feature, {}).get("max_age_s", DEFAULT_MAX_AGE_S)
+        features[feature] = {**dataset.features[feature].to_json(), "max_age_s": float(max_age)}
     inputs = {"state": [spec.state_dim]}
     inputs |= {image: list(shape) for image, shape in spec.images.items()}
     robot = dataset.robot
@@ -260,6 +262,14 @@ def build_card(name: str, run_dir: Path, checkpoint: Path, step: int, info: dict
                     "output": "command"},
         "parity": parity,
     }
+
+
+def _stored_features(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """The features entry of the dataset's zarr.json attributes as written, keys FeatureSpec does not keep included."""
+    try:
+        return json.loads((dataset.path / "zarr.json").read_text())["attributes"]["features"]
+    except (OSError, ValueError, KeyError):  # Dataset.open read it a moment ago: then no extra keys
+        return {}
 
 
 def sticky_elements(names: list[str], command_spec: dict[str, Any], config: dict[str, Any]) -> list[str]:
