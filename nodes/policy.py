@@ -164,7 +164,7 @@ class PolicyNode:
             self.controller.install(self.controller.prepare(model_bytes))
         except RobotStackError as error:
             self.controller.refuse(str(error))
-        except Exception as error:  # whatever onnxruntime says of a model it cannot run: refused, never fatal
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own errors about a model it cannot run: refused)
             self.controller.refuse(f"onnxruntime cannot run it ({type(error).__name__}: {error})")
 
     def on_tick(self) -> None:

@@ -17,9 +17,10 @@ def reach2d_models(root: Path) -> dict[str, Path]:
     """{"dataset", "bc", "other", "poses"} -> paths under `root` (built on the first call of the process)."""
     if _BUILT:
         return dict(_BUILT)
+    from robot_stack.sim.collect import main as sim_collect
+
     from robot_stack.cli.main import main as cli
     from robot_stack.deploy.export import export_run
-    from robot_stack.sim.collect import main as sim_collect
 
     dataset = root / "reach2d.zarr"
     assert sim_collect(["--task", "reach2d", "--episodes", "60", "--mix", "expert=0.5,medium=0.5", "-o", str(dataset),

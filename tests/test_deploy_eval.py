@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, fresh_dds_env
 from deploy_models import reach2d_models
 

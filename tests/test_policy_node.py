@@ -18,17 +18,23 @@ import uuid
 import gymnasium
 import numpy as np
 import pytest
-
 import robot_stack.sim  # noqa: F401  (registers the RobotStack/* gymnasium ids)
 from conftest import REPO
 from deploy_models import reach2d_models
+from robot_stack.sim.task import command_spec_of
+
 from robot_stack.deploy.card import raw_state, read_card
-from robot_stack.deploy.controller import PolicyController, check_fits, load_policy, robot_features, safety_limits
+from robot_stack.deploy.controller import (
+    PolicyController,
+    check_fits,
+    load_policy,
+    robot_features,
+    safety_limits,
+)
 from robot_stack.deploy.runtime import OnnxPolicy
 from robot_stack.errors import DeployError
 from robot_stack.ros import convert
 from robot_stack.ros.log import Logger
-from robot_stack.sim.task import command_spec_of
 
 FEATURES = REPO / "launch" / "params" / "recorder_reach2d.yaml"
 PERIOD_NS = 50_000_000  # the models' 20 Hz
@@ -170,7 +176,7 @@ def test_a_mismatched_model_is_refused_and_the_running_one_keeps_control(models)
     status = rig.controller.status()
     assert status["model"] == read_card(models["bc"]).name and status["refused_models"] == 2 and status["swaps"] == 0
     assert status["last_load"]["result"] == "refused"
-    poses_refusal = [line for line in rig.log_text.getvalue().splitlines() if "refused the model" in line][0]
+    poses_refusal = next(line for line in rig.log_text.getvalue().splitlines() if "refused the model" in line)
     assert "cannot replace the running" in poses_refusal and "inputs" in poses_refusal
 
 

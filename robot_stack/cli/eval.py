@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -167,23 +167,27 @@ def evaluate_node(model: str | Path, episodes: int, seed: int, *, realtime: bool
                 "ROBOT_STACK_DDS_TAG": f"robot-stack-eval-{uuid.uuid4().hex[:12]}"}
     saved = {name: os.environ.get(name) for name in env_vars}
     os.environ.update(env_vars)
-    log = tempfile.NamedTemporaryFile("w+", prefix="robot-stack-eval-", suffix=".log", delete=False)
-    launch = subprocess.Popen([sys.executable, "-m", "robot_stack.cli.main", "launch", str(launch_file), *launch_args],
-                              stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    descriptor, name = tempfile.mkstemp(prefix="robot-stack-eval-", suffix=".log")
+    os.close(descriptor)
+    log_path = Path(name)
     try:
-        with _EvalNode(launch, Path(log.name)) as node:
-            node.wait_until_ready()
-            rows = [{"seed": seed + i, "success": node.episode(seed + i, horizon)} for i in range(episodes)]
-            status = node.final_status()
+        with log_path.open("w") as log:
+            launch = subprocess.Popen([sys.executable, "-m", "robot_stack.cli.main", "launch", str(launch_file),
+                                       *launch_args], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            with _EvalNode(launch, log_path) as node:
+                node.wait_until_ready()
+                rows = [{"seed": seed + i, "success": node.episode(seed + i, horizon)} for i in range(episodes)]
+                status = node.final_status()
+        finally:
+            _stop(launch)
     finally:
-        _stop(launch)
-        log.close()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    Path(log.name).unlink(missing_ok=True)
+    log_path.unlink(missing_ok=True)
     mode = "real time" if realtime else "lockstep"
     return {"episodes": episodes, "success_rate": float(np.mean([row["success"] for row in rows])), "rows": rows,
             "path": f"through the policy node over DDS ({mode})", "policy_status": status}
@@ -214,7 +218,7 @@ class _EvalNode:
         self.offset = 0
         self.last_arrival = 0.0
 
-    def __enter__(self) -> _EvalNode:
+    def __enter__(self) -> Self:
         from robot_stack import ros
 
         self.ros = ros
@@ -227,7 +231,7 @@ class _EvalNode:
         self.reset_pub = self.node.create_publisher("std_msgs/msg/Int64", "/sim/reset", ros.qos.DEFAULT)
         return self
 
-    def __exit__(self, *_exc: Any) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.node.destroy_node()
         self.ros.shutdown()
 
