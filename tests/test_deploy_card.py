@@ -129,6 +129,10 @@ def test_a_swap_needs_the_same_inputs_command_and_rate(reach2d_runs, exported, t
     image = export_run(reach2d_runs("bc", "--images", "image.top", "--steps", "4"), tmp_path / "image.onnx")
     with pytest.raises(DeployError, match=r"cannot replace the running iql: inputs .*image.top.*the running model keeps"):
         check_swap(card, image)
+    reordered = copy.deepcopy(card.data)  # the same features, concatenated in another order
+    reordered["observation"]["spec"]["state"] = dict(reversed(list(card.spec.state.items())))
+    with pytest.raises(DeployError, match=r"observation features \['object_pose', 'eef_pose'"):
+        check_swap(card, ModelCard(reordered))
     other = copy.deepcopy(card.data)
     other["command"]["rate_hz"], other["command"]["meaning"] = 50.0, "joint_position"
     with pytest.raises(DeployError, match=r"command meaning joint_position instead of .*rate 50 Hz instead of 20 Hz"):

@@ -232,7 +232,8 @@ def check_swap(old: ModelCard, new: ModelCard) -> None:
     if old.inputs != new.inputs:
         problems.append(f"inputs {new.inputs} instead of {old.inputs}")
     old_spec, new_spec = old.spec, new.spec
-    if dict(old_spec.state) != dict(new_spec.state) or dict(old_spec.images) != dict(new_spec.images):
+    # In order: the state vector is the features concatenated in spec order.
+    if list(old_spec.state.items()) != list(new_spec.state.items()) or old_spec.images != new_spec.images:
         problems.append(f"observation features {list(new_spec.state) + list(new_spec.images)} instead of "
                         f"{list(old_spec.state) + list(old_spec.images)}")
     for key in ("meaning", "names", "low", "high"):
