@@ -1,6 +1,6 @@
 """Policy latency: one inference of an exported policy in onnxruntime (robot_stack.deploy.runtime.OnnxPolicy, as the
 policy node runs it) against the same network in eager PyTorch; and, end to end, observation -> command through
-the policy node over DDS (end_to_end below: its own part, still to be written).
+the policy node over DDS (end_to_end below).
 
     python benchmarks/policy_latency.py                        # CPU: the 2x256 MLP and the 84x84 image policy
     python benchmarks/policy_latency.py --device cuda          # also the CUDA EP (I/O binding, batch 1) and torch on CUDA
@@ -153,11 +153,129 @@ def figures(times: np.ndarray) -> dict[str, float]:
     return {key: round(float(np.percentile(times, q)), 4) for key, q in PERCENTILES.items()} | {"calls": int(times.size)}
 
 
+E2E_GOAL = {"rate_hz": 500.0, "p99_ms": 2.0}
+LIFT_JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
+
+
 def end_to_end(rates_hz: list[float], seconds: float) -> dict[str, Any] | None:
-    """END-TO-END PART (engineer C, issue 15): observation -> command latency through the policy node over DDS at
-    each of ``rates_hz`` for ``seconds``: p50/p99 [ms] and the count of missed cycles, per rate. Goal on the CPU:
-    p99 < 2 ms at 500 Hz with no missed cycle. Returns None until written; the result keeps an "end_to_end" key."""
-    return None
+    """Observation -> command through the policy node over DDS (engineer C's part, issue 15), per rate in ``rates_hz``
+    for ``seconds``: the MLP policy, its card retimed to the rate, run by the ``policy`` node (a process, on the
+    lift features file) while this process plays the robot: joint_states, eef_pose and object_pose published at the
+    rate, /robot/command received, on localhost and a discovery tag of their own.
+
+    Per rate: from the node's /policy/status (its own clock) ``node_end_to_end`` = newest observation's arrival ->
+    command published (it includes the wait for the next control tick: up to a period, set by the phase between the
+    robot's clock and the node's) and ``node_control`` = tick -> command published (what the node itself adds);
+    from this process ``round_trip`` = the newest observation published -> its command received; ``missed`` =
+    control ticks the node skipped while measured, ``commands`` = received / expected. Goal on the CPU: node
+    end-to-end p99 < 2 ms at 500 Hz with no missed cycle."""
+    import json
+    import subprocess
+    import uuid
+
+    from robot_stack.deploy.card import ModelCard, load_model
+    from robot_stack.deploy.export import write_model
+
+    os.environ.update({"ROBOT_STACK_ROS_BACKEND": "dds", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                       "ROBOT_STACK_DDS_TAG": f"policy-latency-{uuid.uuid4().hex[:12]}"})
+    from robot_stack import ros
+    from robot_stack.launch.package import package_share_directory
+    from robot_stack.ros import convert
+
+    features = package_share_directory() / "launch" / "params" / "recorder_lift.yaml"
+    rng = np.random.default_rng(0)
+    poses = {"/eef_pose": convert.pose_stamped([0.1, 0.0, 1.0, 0, 0, 0, 1]),
+             "/object_pose": convert.pose_stamped([0.0, 0.0, 0.82, 0, 0, 0, 1])}
+    joints = convert.joint_state(LIFT_JOINTS, rng.normal(size=9), rng.normal(size=9))
+    rows = []
+    ros.init([])
+    node = ros.create_node("policy_latency_robot")
+    publishers = {"/joint_states": node.create_publisher("sensor_msgs/msg/JointState", "/joint_states", ros.qos.SENSOR_DATA)}
+    publishers |= {topic: node.create_publisher("geometry_msgs/msg/PoseStamped", topic, ros.qos.SENSOR_DATA)
+                   for topic in poses}
+    arrivals: list[int] = []
+    status: dict[str, Any] = {}
+    node.create_subscription("std_msgs/msg/Float64MultiArray", "/robot/command",
+                             lambda _m: arrivals.append(time.perf_counter_ns()), ros.qos.DEFAULT.with_depth(1000))
+    node.create_subscription("std_msgs/msg/String", "/policy/status", lambda m: status.update(json.loads(m.data)),
+                             ros.qos.TRANSIENT_LOCAL)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path, _, _ = build_policy(Path(folder), "mlp")
+            for rate in rates_hz:
+                model_bytes, card = load_model(path)
+                data = json.loads(card.to_json())
+                data["command"]["rate_hz"] = rate
+                model = Path(folder) / f"mlp_{rate:g}hz.onnx"
+                write_model(model, model_bytes, ModelCard(data))
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "robot_stack.launch.entry_point", "policy", "--ros-args", "-p",
+                     f"model:={model}", "-p", f"features:={features}", "-p", "status_hz:=5.0"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                try:
+                    rows.append(_node_run(ros, node, publishers, joints, poses, arrivals, status, process, rate, seconds))
+                finally:
+                    process.send_signal(2)
+                    process.wait(30)
+                status.clear()
+    finally:
+        node.destroy_node()
+        ros.shutdown()
+    for row in rows:
+        print(f"end to end at {row['rate_hz']:g} Hz: node p50/p99 {row['node_end_to_end']['p50']:.3f}/"
+              f"{row['node_end_to_end']['p99']:.3f} ms (tick -> command {row['node_control']['p99']:.3f} ms p99), "
+              f"round trip p99 {row['round_trip']['p99_ms']:.3f} ms, missed {row['missed']}, "
+              f"commands {row['commands']['received']}/{row['commands']['expected']}")
+    goal_row = next((r for r in rows if r["rate_hz"] == E2E_GOAL["rate_hz"]), None)
+    goal = None
+    if goal_row is not None:
+        p99 = goal_row["node_end_to_end"]["p99"]
+        goal = {"what": f"node end-to-end p99 < {E2E_GOAL['p99_ms']:g} ms at {E2E_GOAL['rate_hz']:g} Hz, no missed cycle",
+                "p99_ms": p99, "missed": goal_row["missed"],
+                "met": p99 is not None and p99 < E2E_GOAL["p99_ms"] and goal_row["missed"] == 0}
+        print(f"goal: {goal['what']}: {p99:.3f} ms, {goal['missed']} missed -> {'met' if goal['met'] else 'NOT met'}")
+    return {"rates": rows, "goal": goal}
+
+
+def _node_run(ros, node, publishers, joints, poses, arrivals, status, process, rate, seconds) -> dict[str, Any]:
+    """Publish observations at `rate` until the node commands, then for `seconds`; the figures of end_to_end."""
+    period_ns = int(1e9 / rate)
+    published: list[int] = []
+
+    def publish_until(done) -> None:
+        next_ns = time.perf_counter_ns()
+        while not done():
+            if process.poll() is not None:
+                raise SystemExit(f"the policy node stopped: {process.stderr.read().strip()}")
+            now = time.perf_counter_ns()
+            if now >= next_ns:
+                publishers["/joint_states"].publish(joints)
+                for topic, message in poses.items():
+                    publishers[topic].publish(message)
+                published.append(time.perf_counter_ns())
+                next_ns += period_ns
+            ros.spin_once(node, max(0.0, (next_ns - time.perf_counter_ns()) / 1e9))
+
+    deadline = time.monotonic() + 120
+    publish_until(lambda: status.get("state") == "running" or time.monotonic() > deadline)
+    before = dict(status)
+    arrivals.clear()
+    published.clear()
+    start = time.monotonic()
+    publish_until(lambda: time.monotonic() - start > seconds)
+    received = len(arrivals)
+    end = time.time()
+    publish_until(lambda: status.get("time", 0) > end or time.monotonic() - start > seconds + 5)
+    sent = np.asarray(published)
+    commands = np.asarray(arrivals[:received])
+    newest = np.searchsorted(sent, commands, side="right") - 1
+    trips = (commands[newest >= 0] - sent[newest[newest >= 0]]) / 1e6
+    return {"rate_hz": rate, "seconds": seconds,
+            "node_end_to_end": status.get("end_to_end_ms"), "node_control": status.get("control_ms"),
+            "round_trip": figures(trips) if trips.size else None,
+            "missed": status.get("missed", 0) - before.get("missed", 0),
+            "commands": {"received": received, "expected": int(seconds * rate)},
+            "inference": status.get("inference_ms")}
 
 
 def main() -> int:
