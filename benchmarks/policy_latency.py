@@ -215,7 +215,7 @@ def end_to_end(rates_hz: list[float], seconds: float) -> dict[str, Any] | None:
                 try:
                     rows.append(_node_run(ros, node, publishers, joints, poses, arrivals, status, process, rate, seconds))
                 finally:
-                    process.send_signal(2)
+                    process.send_signal(subprocess.signal.SIGINT)
                     process.wait(30)
                 status.clear()
     finally:

@@ -206,6 +206,16 @@ def test_a_model_that_does_not_fit_the_robot_is_named_in_one_error(models):
         check_fits(card, robot_features(card, FEATURES, command_spec_of=command_spec_of), 10.0)
 
 
+def test_a_model_slower_than_half_a_control_period_after_warm_up_is_refused(models):
+    with pytest.raises(DeployError, match="after warm-up is over the budget"):
+        load_policy(models["bc"], rate_hz=1e7)  # a budget of 50 ns
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # asked for CUDA it lacks: a line
+        with pytest.raises(DeployError, match="cuda"):
+            load_policy(models["bc"], device="cuda")
+
+
 # ---- the node as a process: refusals
 
 
@@ -214,6 +224,28 @@ def run_policy(*params: str) -> subprocess.CompletedProcess:
     for param in params:
         args += ["-p", param]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+_HELP_PROBE = """\
+import sys
+from robot_stack.launch.entry_point import main
+code = main(["policy", "--help"])
+loaded = [name for name in ("cyclonedds", "mujoco", "onnxruntime") if name in sys.modules]
+print(f"PROBE exit={code} loaded={loaded}", file=sys.stderr)
+"""
+
+
+def test_policy_help_lists_every_parameter_and_topic_without_starting_anything():
+    from robot_stack.nodes.policy import INTERFACE
+
+    result = subprocess.run([sys.executable, "-c", _HELP_PROBE], cwd=REPO, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "PROBE exit=0 loaded=[]" in result.stderr, result.stderr
+    assert result.stdout.startswith("usage: policy [--ros-args")
+    for spec in INTERFACE.parameters:
+        assert f"{spec.default_text}: {spec.meaning}" in result.stdout
+    for topic in INTERFACE.subscribes + INTERFACE.publishes:
+        assert f"  {topic.name}  [{topic.type}]" in result.stdout
 
 
 def test_node_refuses_a_model_that_does_not_fit_the_robot_in_one_line(models):
