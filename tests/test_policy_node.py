@@ -72,15 +72,16 @@ def expected_command(model_path, obs: dict[str, np.ndarray]) -> np.ndarray:
 class Rig:
     """A PolicyController on a fake monotonic clock, its published commands and its log text."""
 
-    def __init__(self, model_path) -> None:
+    def __init__(self, model_path, **safety_params: str) -> None:
         card = read_card(model_path)
         self.now = 1_000_000_000
         self.sent: list[np.ndarray] = []
         self.log_text = io.StringIO()
         config = robot_features(card, FEATURES, command_spec_of=command_spec_of)
-        self.controller = PolicyController(load_policy(model_path), config, safety_limits(card, {}),
+        eef = next(feature for feature in config.features if feature.name == "eef_pose")
+        self.controller = PolicyController(load_policy(model_path), config, safety_limits(card, safety_params),
                                            publish=self.sent.append, log=Logger("policy", stream=self.log_text),
-                                           clock=lambda: self.now)
+                                           clock=lambda: self.now, eef_source=eef)
 
     def observe(self, obs: dict[str, np.ndarray], topics=("/joint_states", "/eef_pose", "/object_pose")) -> None:
         for topic, message in messages(obs).items():
@@ -162,6 +163,26 @@ def test_nan_observations_never_reach_the_command(models):
         rig.observe(broken)
         command = rig.tick()
         assert np.all(np.isfinite(command)) and np.all(np.abs(command) <= 1.0)
+
+
+def test_workspace_and_change_limits_from_the_node_parameters_shape_the_command(models):
+    obs = observation()
+    model_command = expected_command(models["bc"], obs)
+    x, y = (float(v) for v in obs["eef_pose"][:2])
+    # A box whose edge is the end effector itself on the side the model wants to go: that element is cut to 0.
+    axis = int(np.argmax(np.abs(model_command)))
+    low, high = [x - 0.1, y - 0.1], [x + 0.1, y + 0.1]
+    (high if model_command[axis] > 0 else low)[axis] = float(obs["eef_pose"][axis])
+    rig = Rig(models["bc"], workspace_low=str(low), workspace_high=str(high), max_step="0.05")
+    rig.observe(obs)
+    command = rig.tick()
+    assert command[axis] == pytest.approx(0.0, abs=1e-9)
+    # The other element moves, inside the box, by at most max_step from the hold command the filter starts at
+    # (without the end effector's position the filter would hold both).
+    other = 1 - axis
+    assert abs(model_command[other]) > 1e-3
+    assert command[other] == pytest.approx(np.clip(model_command[other], -0.05, 0.05), abs=1e-9)
+    assert rig.controller.status()["workspace"] == 1
 
 
 def test_a_mismatched_model_is_refused_and_the_running_one_keeps_control(models):

@@ -104,8 +104,9 @@ class PolicyController:
                 source = dataclasses.replace(source, topic=str(described["topic"]))
             self.inputs.append(source)
             self.max_age_ns[name] = 1e9 * float(described.get("max_age_s") or self.card.max_age_s)
-        self.eef_source = eef_source
-        watched = [*self.inputs, *([eef_source] if eef_source is not None else [])]
+        # The end effector read for the workspace box is the input of that name where the model sees it.
+        self.eef_source = next((f for f in self.inputs if eef_source and f.name == eef_source.name), eef_source)
+        watched = [*self.inputs, *([self.eef_source] if self.eef_source not in (None, *self.inputs) else [])]
         self.by_topic: dict[str, list[FeatureSource]] = {}
         for feature in watched:
             if feature not in self.by_topic.get(feature.topic, []):
