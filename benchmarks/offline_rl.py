@@ -67,9 +67,14 @@ def run_name(algo: str, settings: list[str]) -> str:
     return f"{algo}-{hashlib.sha1(' '.join(sorted(settings)).encode()).hexdigest()[:6]}"
 
 
-def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace) -> dict:
+def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace, reward: str | None = None,
+          tag: str = "") -> dict:
+    """One `robot-stack train` run (reward: sim, none for BC, or labels/<run>), reused when its result exists.
+    tag names a reward other than the default in the run folder's name."""
     settings = args.overrides.get(algo, [])
-    out = REPO / "runs" / "results" / dataset.stem / f"{run_name(algo, settings)}_seed{seed}_{args.steps}"
+    reward = reward or ("none" if algo == "bc" else "sim")
+    name = run_name(algo, settings) + (f"@{tag}" if tag else "")
+    out = REPO / "runs" / "results" / dataset.stem / f"{name}_seed{seed}_{args.steps}"
     result_file = out / "result.json"
     if result_file.exists() and not args.rerun:
         return json.loads(result_file.read_text())
@@ -77,14 +82,14 @@ def train(dataset: Path, algo: str, seed: int, args: argparse.Namespace) -> dict
         subprocess.run(["rm", "-rf", str(out)], check=True)
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "robot_stack.cli.main", "train", "--algo", algo, "--dataset", str(dataset),
-               "--reward", "none" if algo == "bc" else "sim", "--steps", str(args.steps), "--seed", str(seed),
+               "--reward", reward, "--steps", str(args.steps), "--seed", str(seed),
                "--eval-every", "0", "--eval-episodes", str(args.eval_episodes), "--device", "cpu",
                "--out", str(out), "--no-progress", *[arg for setting in settings for arg in ("--set", setting)]]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    print(f"  {dataset.stem:16s} {algo:6s} seed {seed}: {time.perf_counter() - started:6.0f} s", flush=True)
+    print(f"  {dataset.stem:16s} {name:6s} seed {seed}: {time.perf_counter() - started:6.0f} s", flush=True)
     return json.loads(result_file.read_text())
 
 
