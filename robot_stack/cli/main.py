@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "robot_stack.cli.export",
     "model": "robot_stack.cli.model",
     "eval": "robot_stack.cli.eval",
+    "demo": "robot_stack.cli.demo",
 }
 
 
