@@ -35,9 +35,9 @@
 # in the repository root (.whl/ is git-ignored):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl zarr numcodecs donfig google-crc32c cyclonedds rich-click rosbags ruamel.yaml \
+#       -d .whl zarr numcodecs donfig google-crc32c cyclonedds rich-click rosbags \
 #       mujoco glfw PyOpenGL gymnasium farama-notifications open_clip_torch ftfy wcwidth
-#   (pick the versions scripts/constraints.txt and pyproject.toml allow; av, lz4, apsw, robosuite and ray
+#   (pick the versions scripts/constraints.txt and pyproject.toml allow; av, lz4, apsw, ruamel.yaml, robosuite, ray
 #   are not needed here; onnxruntime-gpu is too big for a 64 MiB transfer: without it the CUDA EP rows
 #   are reported as skipped). Then on the GPU machine, in the copy of the repository:
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl
