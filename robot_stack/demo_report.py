@@ -100,7 +100,9 @@ def _eval_curve(path: Path) -> list[tuple[int, float]]:
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """TensorBoard scalars train/* of a run: {tag: [(step, value)]}; empty without tensorboard or logs."""
     try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
     except ImportError:
         return {}
     if not folder.exists():
@@ -142,15 +144,15 @@ def summary_table(facts: dict[str, Any]) -> str:
         return "  ".join(f"{short} {_number(values.get(key))}" for key, short in LABEL_COLUMNS.items())
 
     lines = [
-        f"summary: {summary['task']} in {_clock(summary['seconds'])} on {summary['cpus']} CPU cores"
+        f"summary: {summary['task']} in {clock(summary['seconds'])} on {summary['cpus']} CPU cores"
         + (f" (load average {summary['load_average'][0]:.1f} when it finished)" if summary.get("load_average") else ""),
         f"  episodes   {data['episodes']} recorded over DDS ({operators})",
         f"  frames     {data['frames']} at {data['record_hz']:g} Hz, camera {data['camera']}",
         f"  labels     {label['run']} vs ground truth: {metrics(label['run'])}",
         f"             baseline t/T:           {metrics('time')}",
         f"             baseline random:        {metrics('random')}",
-        f"  success    {summary['eval_episodes']} episodes each, placement seeds {summary['eval_seed']}.. "
-        "(policies through the policy node over DDS; references in the sim)",
+        (f"  success    {summary['eval_episodes']} episodes each, placement seeds {summary['eval_seed']}.. "
+         "(policies through the policy node over DDS; references in the sim)"),
         f"    {'who':<24}{'success':>8}   {'inference p50/p99 ms':<22}{'tick to command p50/p99 ms'}",
     ]
     for who, rate, inference, control in success_rows(facts):
@@ -162,8 +164,9 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
+def clock(seconds: float) -> str:
+    """`1m 05s`, `42s`."""
+    minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
@@ -307,6 +310,9 @@ def render(facts: dict[str, Any], figures: dict[str, str]) -> str:
     """The report's HTML from gather()'s facts and {episode, rewards, training, success}: base64 PNGs."""
     summary, data, label = facts["summary"], facts["dataset"], facts["label"]
     e = html.escape
+    ours = label["rows"][label["run"]]["metrics"]
+    label_line = (f"{label['run']}: VOC {_number(ours.get('voc'))}, pair accuracy {_number(ours.get('pair_accuracy'))} "
+                  "vs ground truth")
     label_rows = [[name, *(_number(row["metrics"].get(key)) for key in LABEL_COLUMNS)]
                   for name, row in label["rows"].items()]
     success = [[who, _number(rate, 2), inference, control] for who, rate, inference, control in success_rows(facts)]
@@ -323,7 +329,7 @@ def render(facts: dict[str, Any], figures: dict[str, str]) -> str:
         f"{e(model['sha256'][:12])}</p><pre>{e(model['verify'])}</pre>" for algo, model in facts["models"].items())
     timings = {row["stage"]: row["seconds"] for row in summary["stages"]}
     commands = "".join(
-        f"<h3>{e(stage['stage'])}{' (' + _clock(timings[stage['stage']]) + ')' if stage['stage'] in timings else ''}"
+        f"<h3>{e(stage['stage'])}{' (' + clock(timings[stage['stage']]) + ')' if stage['stage'] in timings else ''}"
         f"</h3><p>{e(stage['what'])}</p><pre>{e(chr(10).join(stage['commands']))}</pre>"
         for stage in summary["commands"])
     load = summary.get("load_average")
@@ -334,13 +340,12 @@ def render(facts: dict[str, Any], figures: dict[str, str]) -> str:
 <h1>robot_stack demo: {e(summary['task'])}, "{e(data['task'])}"</h1>
 <section id="summary"><h2>Summary</h2>
 <p>Collect over ROS 2 topics &rarr; label rewards &rarr; train IQL and BC &rarr; export and verify &rarr; deploy
-through the policy node &rarr; evaluate, in {_clock(summary['seconds'])} on {summary['cpus']} CPU cores{
+through the policy node &rarr; evaluate, in {clock(summary['seconds'])} on {summary['cpus']} CPU cores{
     f' (load average {load[0]:.1f} at the end: other work shared the machine)' if load else ''}.</p>
 {_table(None, [
     ['episodes', f"{data['episodes']} ({data['successful']} successful, {data['failed']} failed by the operator's marks)"],
     ['frames', f"{data['frames']} at {data['record_hz']:g} Hz, camera {data['camera']}"],
-    ['label run', f"{label['run']}: VOC {_number(label['rows'][label['run']]['metrics'].get('voc'))}, pair accuracy "
-                  f"{_number(label['rows'][label['run']]['metrics'].get('pair_accuracy'))} vs ground truth"],
+    ['label run', label_line],
     ['evaluation', f"{summary['eval_episodes']} episodes per policy, placement seeds {summary['eval_seed']}.."],
 ])}
 {_table(['who', 'success', 'inference p50/p99 ms', 'tick to command p50/p99 ms'], success)}

@@ -10,13 +10,15 @@
 # Debian package -> what shows it is there (a shared library in ld.so's cache, or a command). Checked by
 # what they provide, not by package name, so renamed packages (Debian 13's libglib2.0-0t64) count too.
 # OSMesa renders MuJoCo without a GPU; strace is used by tests that check what a process sends; robosuite
-# imports OpenCV (opencv-python), which needs libGL and GLib from the system.
-ROBOT_STACK_APT_PACKAGES=(libosmesa6 strace libgl1 libglib2.0-0)
+# imports OpenCV (opencv-python), which needs libGL and GLib from the system. Chromium opens the demo's HTML
+# report headless in its test (tests/test_main_job.py skips that check without it).
+ROBOT_STACK_APT_PACKAGES=(libosmesa6 strace libgl1 libglib2.0-0 chromium)
 declare -A ROBOT_STACK_APT_PROVIDES=(
     [libosmesa6]="lib:libOSMesa.so"
     [strace]="command:strace"
     [libgl1]="lib:libGL.so.1"
     [libglib2.0-0]="lib:libglib-2.0.so.0"
+    [chromium]="command:chromium"
 )
 ROBOT_STACK_MIN_PYTHON="3.11"
 

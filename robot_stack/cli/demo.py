@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_stack.cli import arguments
+from robot_stack.demo_report import clock
 
 DESCRIPTION = """\
 The main job end to end in simulation, loopback only: record episodes of mixed skill over ROS 2 topics,
@@ -188,7 +189,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     train_common = ["--dataset", str(dataset), "--steps", str(steps), "--eval-every", str(max(1, steps // CURVE_POINTS)),
                     "--eval-episodes", str(args.train_eval_episodes), "--seed", str(args.seed), "--device", args.device,
                     "--set", f"log_every={max(1, steps // 25)}", "--no-progress"]
-    label_device = [] if args.device == "auto" else ["--device", args.device]
+    label_device = ["--device", _label_device(args.device)]
     models = {algo: out / "models" / f"{algo}.onnx" for algo in ("iql", "bc")}
     stages = [
         Stage("collect", f"the sim robot, the scripted teleop ({experts} expert, {episodes - experts} medium "
@@ -226,6 +227,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
               [Command("report", [rs, "demo", "--out", str(out), "--report-only"])]),
     ]
     return Plan(out, task, episodes, experts, steps, eval_episodes, label_run, stages)
+
+
+def _label_device(device: str) -> str:
+    """The labeler's --device for the trainers' one: auto is cuda where torch sees a GPU (label run's default is cpu)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _user_error(message: str) -> Exception:
@@ -277,11 +287,6 @@ def demo_environment() -> dict[str, str]:
     return env
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-
-
 class Job:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -314,7 +319,7 @@ class Job:
                 self.timings.append({"stage": stage.name, "seconds": round(seconds, 1), "ok": False})
                 self._write_summary(complete=False, seconds=time.monotonic() - self.started,
                                     failed={"stage": stage.name, "reason": str(failure)})
-                print(f"demo: FAILED at stage {number}/{total} {stage.name} after {_clock(seconds)}: {failure}",
+                print(f"demo: FAILED at stage {number}/{total} {stage.name} after {clock(seconds)}: {failure}",
                       file=sys.stderr, flush=True)
                 return 1
             except KeyboardInterrupt:
@@ -323,7 +328,7 @@ class Job:
             seconds = time.monotonic() - stage_started
             self.timings.append({"stage": stage.name, "seconds": round(seconds, 1), "ok": True,
                                  "commands": [c.text() for c in stage.commands]})
-            print(f"  ok in {_clock(seconds)} (elapsed {_clock(time.monotonic() - self.started)}): {result}",
+            print(f"  ok in {clock(seconds)} (elapsed {clock(time.monotonic() - self.started)}): {result}",
                   flush=True)
         self._write_summary(complete=True, seconds=time.monotonic() - self.started)
         from robot_stack.demo_report import gather, summary_table
