@@ -306,6 +306,8 @@ class Robot:
             "/object_pose": self.node.create_publisher(pose, "/object_pose", sensor),
         }
         self.estop = self.node.create_publisher("std_msgs/msg/Bool", "/estop", ros.qos.TRANSIENT_LOCAL)
+        # what `robot-stack topic pub /estop ...` offers by default: volatile
+        self.estop_volatile = self.node.create_publisher("std_msgs/msg/Bool", "/estop", ros.qos.DEFAULT)
         self.reset = self.node.create_publisher("std_msgs/msg/Bool", "/policy/reset", ros.qos.DEFAULT)
         self.load = self.node.create_publisher("std_msgs/msg/UInt8MultiArray", "/policy/load",
                                                ros.qos.DEFAULT.with_depth(1))
@@ -394,7 +396,9 @@ def test_node_holds_on_a_stale_observation_and_recovers_over_dds(deployment, mod
 def test_node_estop_latches_until_policy_reset_over_dds(deployment, models):
     robot = deployment
     model_command = expected_command(models["bc"], robot.obs)
-    robot.send(robot.estop, data=True)
+    # a volatile publisher's e-stop is heard too (once matched: a volatile message sent before is lost to anyone)
+    robot.spin_until(lambda: robot.estop_volatile.get_subscription_count() > 0, "the volatile e-stop's match")
+    robot.send(robot.estop_volatile, data=True)
     robot.spin_until(lambda: robot.status.get("state") == "estop" and robot.last_command_is([0.0, 0.0]), "e-stop")
     robot.send(robot.estop, data=False)
     robot.spin_until(lambda: robot.status.get("estop_engaged") is False, "the e-stop release")

@@ -49,6 +49,8 @@ class Probe:
             self.node.create_subscription(type_name, topic, self._store(topic), qos.with_depth(100))
         self.command = self.node.create_publisher("std_msgs/msg/Float64MultiArray", "robot/command", ros.qos.DEFAULT)
         self.estop = self.node.create_publisher("std_msgs/msg/Bool", "estop", ros.qos.TRANSIENT_LOCAL)
+        # what `robot-stack topic pub /estop ...` offers by default: volatile
+        self.estop_volatile = self.node.create_publisher("std_msgs/msg/Bool", "estop", ros.qos.DEFAULT)
         self.reset = self.node.create_publisher("std_msgs/msg/Int64", "sim/reset", ros.qos.DEFAULT)
 
     def _store(self, topic):
@@ -122,9 +124,11 @@ def test_a_stale_command_makes_the_robot_hold_still(probe):
     assert drift < 0.1 * np.linalg.norm(commanded[:2])
 
 
-def test_estop_holds_the_robot_until_cleared(probe):
+@pytest.mark.parametrize("publisher", ["estop", "estop_volatile"])
+def test_estop_holds_the_robot_until_cleared(probe, publisher):
+    """An e-stop is heard from a latched (transient-local) publisher and from a volatile one alike."""
     robot = probe("reach2d", command_timeout=0.5)
-    robot.estop.publish(robot.ros.message_class("std_msgs/msg/Bool")(data=True))
+    getattr(robot, publisher).publish(robot.ros.message_class("std_msgs/msg/Bool")(data=True))
     robot.spin(0.3)
     frozen = robot.motion([0.0, -1.0], 0.8)
     robot.estop.publish(robot.ros.message_class("std_msgs/msg/Bool")(data=False))
