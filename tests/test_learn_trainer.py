@@ -166,17 +166,29 @@ def test_bad_observations_and_rewards_are_named(reach_mixed, tmp_path, fields, m
 
 
 def test_a_label_run_is_the_reward_and_its_provenance_is_kept_with_the_run(reach_mixed, tmp_path):
-    labels = -np.arange(reach_mixed.n_frames, dtype=np.float32) / reach_mixed.n_frames  # distinct from sim_reward
+    # calibrated like a labeler's, about [0, 1], and distinct from sim_reward
+    labels = 1 - np.arange(reach_mixed.n_frames, dtype=np.float32) / reach_mixed.n_frames
     reach_mixed.write_labels("distance_test", labels, {"labeler": "test", "model": "none", "prompt": "reach"},
                              overwrite=True)
     run = Trainer(config(reach_mixed, tmp_path, reward="labels/distance_test", steps=5), progress=False)
     frame, reward = run.replay.frame.numpy(), run.replay.reward.numpy()
-    assert np.allclose(reward, labels[frame + 1])  # transition t earns the label of frame t + 1
+    # transition t earns the label of frame t + 1, shifted so the best frame earns 0: a successful episode's end is
+    # terminal, and positive rewards would make wandering on worth more than succeeding
+    assert np.allclose(reward, labels[frame + 1] - 1.0) and reward.max() <= 0
     run.run()
     info = json.loads((tmp_path / "run_iql" / "run.json").read_text())
-    assert info["reward"]["source"] == "labels/distance_test"
+    assert info["reward"]["source"] == "labels/distance_test" and info["reward"]["offset"] == -1.0
     assert info["reward"]["label_run"]["labeler"] == "test"
     assert info["reward"]["label_run"]["dataset_fingerprint"] == reach_mixed.fingerprint()
+
+
+def test_reward_offset_auto_leaves_other_sources_and_a_number_is_added_to_any(reach_mixed, tmp_path):
+    sim = Trainer(config(reach_mixed, tmp_path / "a", reward="sim", steps=5), progress=False)
+    shifted = Trainer(config(reach_mixed, tmp_path / "b", reward="sim", steps=5, reward_offset=0.5), progress=False)
+    assert sim.reward_offset == 0.0 and shifted.reward_offset == 0.5
+    assert np.allclose(shifted.replay.reward.numpy(), sim.replay.reward.numpy() + 0.5)
+    with pytest.raises(LearnError, match="reward_offset must be auto or a number"):
+        config(reach_mixed, tmp_path / "c", reward_offset="high")
 
 
 @pytest.mark.parametrize("algo", ["bc", "td3bc", "cql"])

@@ -89,11 +89,13 @@ def return_to_go(ds: Dataset, r_frame: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
-def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamma: float = 0.99) -> TransitionIndex:
-    """Every transition of the committed episodes under the module's rules."""
+def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamma: float = 0.99,
+                     reward_offset: float = 0.0) -> TransitionIndex:
+    """Every transition of the committed episodes under the module's rules; `reward_offset` is added to every
+    frame's reward first (n-step sums and return_to_go included)."""
     if n_step < 1:
         raise DatasetError(f"n_step must be at least 1, got {n_step}")
-    r_frame = frame_rewards(ds, reward)
+    r_frame = frame_rewards(ds, reward) + np.float32(reward_offset)
     lengths = ds.episode_ends - ds.episode_starts
     episode = np.repeat(np.arange(ds.n_episodes), lengths - 1)
     last = ds.episode_ends[episode] - 1  # the episode's last frame, for each transition

@@ -8,6 +8,7 @@ config file holds TrainConfig fields at the top level and the algorithm's fields
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class TrainConfig:
     algo: str = "iql"
     dataset: str = ""
     reward: str = "sim"  # "sim" (recorded sim ground truth), "success", "labels/<run>", or "none" (BC)
+    # Added to every frame's reward. "auto": a label run is shifted so its best frame earns 0 (rewards <= 0; see
+    # replay.reward_offset), other sources are used as they are. A number: that offset, whatever the source.
+    reward_offset: Any = "auto"
     observations: list[str] = field(default_factory=list)  # state features; empty = every feature of kind 'state'
     images: list[str] = field(default_factory=list)  # image features (image.<camera>) seen by the policy
     image_encoder: str = "cnn"  # "cnn" (trained, random-shift augmentation) or "clip:<model>" (frozen, cached)
@@ -139,6 +143,15 @@ class TrainConfig:
                 raise LearnError(f"config: {name} must be auto, on or off, got {getattr(self, name)!r}")
         if not (self.reward in ("sim", "success", "none") or self.reward.startswith(("labels/", "feature:"))):
             raise LearnError(f"config: reward {self.reward!r}: use sim, success, labels/<run>, feature:<name> or none")
+        if isinstance(self.reward_offset, str) and self.reward_offset != "auto":
+            try:  # --set reward_offset=-1 and YAML strings
+                self.reward_offset = float(self.reward_offset)
+            except ValueError:
+                pass
+        if self.reward_offset != "auto" and not (isinstance(self.reward_offset, (int, float))
+                                                 and not isinstance(self.reward_offset, bool)
+                                                 and math.isfinite(self.reward_offset)):
+            raise LearnError(f"config: reward_offset must be auto or a number, got {self.reward_offset!r}")
         if self.reward == "none" and self.algo != "bc":
             raise LearnError(f"config: {self.algo} needs a reward (reward: none is for bc only)")
         if not (self.image_encoder == "cnn" or self.image_encoder.startswith("clip:")):

@@ -9,12 +9,13 @@ gathers: no host round trip, so it can sit inside a compiled step or a CUDA grap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from robot_stack.data.sampling import transition_index
+from robot_stack.data.sampling import frame_rewards, transition_index
 from robot_stack.data import Dataset
 from robot_stack.errors import LearnError
 from robot_stack.learn.observations import ObservationSpec
@@ -94,10 +95,30 @@ def reward_source(ds: Dataset, reward: str) -> str:
     return reward  # success, none, feature:<name>: the sampler's own names
 
 
+def reward_offset(ds: Dataset, reward: str, offset: Any = "auto") -> float:
+    """What is added to every frame's reward: `offset` when it is a number; for "auto", minus the largest frame
+    reward of a label run (its rewards become <= 0, its best frame 0), else 0.
+
+    Why: the last transition of a successful episode is terminal (robot_stack.data.sampling), so reaching the goal
+    ends the reward stream. A labeler's rewards are calibrated to about [0, 1]: positive rewards make an episode
+    that wanders on worth more than one that succeeds and stops, and IQL on reach2d fell from 1.00 (sim reward,
+    -distance) to 0.38 success on the sim reward mapped affinely to [0, 1], and back to 1.00 shifted by -1. Rewards
+    <= 0 keep the goal the best place to end, as the sim reward (-distance) does and as IQL's AntMaze setting
+    (r - 1, Kostrikov et al. 2021) and absorbing-state treatments (Kostrikov et al. 2019) do.
+    """
+    if offset != "auto":
+        return float(offset)
+    if not reward.startswith("labels/"):
+        return 0.0
+    return -float(np.max(frame_rewards(ds, reward_source(ds, reward)))) if ds.n_frames else 0.0
+
+
 def build_replay(ds: Dataset, spec: ObservationSpec, reward: str, *, n_step: int = 1, gamma: float = 0.99,
-                 embeddings: dict[str, np.ndarray] | None = None, device: str | torch.device = "cpu") -> ReplayBuffer:
-    """Load every committed frame of `ds` onto `device` as `spec` describes, with its transitions."""
-    index = transition_index(ds, reward_source(ds, reward), n_step, gamma)
+                 embeddings: dict[str, np.ndarray] | None = None, device: str | torch.device = "cpu",
+                 offset: float = 0.0) -> ReplayBuffer:
+    """Load every committed frame of `ds` onto `device` as `spec` describes, with its transitions (`offset` added to
+    every frame's reward: reward_offset)."""
+    index = transition_index(ds, reward_source(ds, reward), n_step, gamma, reward_offset=offset)
     state = spec.state_from({name: ds.frames(name) for name in spec.state}, embeddings)
     frames = {"state": torch.as_tensor(state, device=device)}
     for name in spec.images:

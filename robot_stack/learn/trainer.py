@@ -39,7 +39,7 @@ from robot_stack.learn.algorithms.base import Algorithm
 from robot_stack.learn.config import TrainConfig, config_from_dict, resumed_config
 from robot_stack.learn.evaluate import PolicyRunner, evaluate, make_env, sim_task_of
 from robot_stack.learn.observations import ObservationSpec, build_spec
-from robot_stack.learn.replay import ReplayBuffer, build_replay
+from robot_stack.learn.replay import ReplayBuffer, build_replay, reward_offset
 
 CHECKPOINT_FORMAT = "robot_stack.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -188,8 +188,9 @@ class Trainer:
         embeddings = self._embeddings()
         self.spec = build_spec(self.dataset, config.observations, config.images, embeddings,
                                config.image_encoder[len("clip:"):] if embeddings else "")
+        self.reward_offset = reward_offset(self.dataset, config.reward, config.reward_offset)
         self.replay = build_replay(self.dataset, self.spec, config.reward, n_step=config.n_step, gamma=config.gamma,
-                                   embeddings=embeddings, device=self.device)
+                                   embeddings=embeddings, device=self.device, offset=self.reward_offset)
         self.algorithm: Algorithm = algorithm_class(config.algo)(self.spec, config, self.device)
         if checkpoint is not None:
             self.algorithm.load_state_dict(checkpoint["algorithm"])
@@ -311,7 +312,7 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        reward: dict[str, Any] = {"source": self.config.reward}
+        reward: dict[str, Any] = {"source": self.config.reward, "offset": self.reward_offset}
         if self.config.reward.startswith("labels/"):
             labels = self.dataset.read_labels(self.config.reward[len("labels/"):])
             reward["label_run"] = json.loads(json.dumps(labels.attrs, default=str))
