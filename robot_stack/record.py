@@ -230,10 +230,17 @@ def robot_info(section: Any, source: str, command_spec_of: Callable[[str], Any] 
     elif isinstance(robot.get("command"), dict):
         spec = dict(robot["command"])
         robot["command"] = spec.pop("meaning", "")
+        names = spec.get("names")
+        lists = [spec.get(key) for key in ("low", "high", "hold")]
+        if not (isinstance(names, list) and names and all(isinstance(v, list) and len(v) == len(names) for v in lists)):
+            # a dataset's robot never changes: a command without its hold could never be deployed (the policy node
+            # sends hold on stale data and e-stop), so it is refused before anything is recorded
+            raise RecorderError(f"{source}: robot: command: needs names, and low, high and hold each as long as names "
+                                "(hold: the command that keeps the robot still, sent on stale data and e-stop)")
         robot["command_spec"] = spec
     if not robot.get("command"):
         raise RecorderError(f"{source}: robot: says nothing about the command: give command: {{meaning, names, low, "
-                            "high}} or sim_task: lift|reach2d")
+                            "high, hold}} or sim_task: lift|reach2d")
     try:
         return json.loads(json.dumps(robot))  # as the dataset will store it, so a reopened one compares equal
     except (TypeError, ValueError) as error:

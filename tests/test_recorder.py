@@ -32,7 +32,8 @@ KEY_UNIT = 100_000  # the driver's position code (Driver): exact in float32 up t
 def features_file(tmp_path: Path, image: tuple[int, int, int] = IMAGE, name: str = "features.yaml", **extra) -> Path:
     """A features file for the test's own publishers (no sim): a counter, an image and a command."""
     document = {
-        "robot": {"name": "test_arm", "command": {"meaning": "test command", "names": ["x"], "low": [-1.0], "high": [1.0]}},
+        "robot": {"name": "test_arm", "command": {"meaning": "test command", "names": ["x"], "low": [-1.0], "high": [1.0],
+                                                 "hold": [0.0]}},
         "task": "the default task",
         "default_max_age": 0.2,
         "features": {
@@ -456,7 +457,7 @@ def test_a_bad_features_file_is_a_clear_error():
             parse_config(document, "f.yaml")
         return str(raised.value)
 
-    robot = {"name": "arm", "command": {"meaning": "m", "names": ["x"], "low": [-1.0], "high": [1.0]}}
+    robot = {"name": "arm", "command": {"meaning": "m", "names": ["x"], "low": [-1.0], "high": [1.0], "hold": [0.0]}}
     joints = {"topic": "/joint_states", "type": "sensor_msgs/msg/JointState", "field": "position"}
     assert "unknown key(s) ['rate']" in error({"robot": robot, "features": {"q": {**joints, "rate": 3}}})
     assert "has no field 'positions'" in error({"robot": robot, "features": {"q": {**joints, "field": "positions"}}})
@@ -464,6 +465,8 @@ def test_a_bad_features_file_is_a_clear_error():
         {"robot": robot, "features": {"q": {**joints, "type": "sensor_msgs/msg/Joints"}}})
     assert "use '.' where ROS uses '/' (image.agentview)" in error({"robot": robot, "features": {"image/x": joints}})
     assert "says nothing about the command" in error({"robot": {"name": "arm"}, "features": {"q": joints}})
+    no_hold = {"name": "arm", "command": {"meaning": "m", "names": ["x"], "low": [-1.0], "high": [1.0]}}
+    assert "low, high and hold each as long as names" in error({"robot": no_hold, "features": {"q": joints}})
     config = parse_config({"robot": robot, "features": {"q": joints}}, cameras="agentview:84x96")
     assert [(f.name, f.topic, f.shape) for f in config.features] == [
         ("q", "/joint_states", None), ("image.agentview", "/camera/agentview/image_raw", (84, 96, 3))]
