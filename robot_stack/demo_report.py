@@ -293,7 +293,7 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-th { background: #f3f3f3; } img { max-width: 100%; } pre { background: #f6f6f6; padding: .6em; overflow-x: auto;
+th { background: #f3f3f3; } img { max-width: 100%; } pre { background: #f6f6f6; padding: .6em; white-space: pre-wrap;
 font-size: .8em; } .note { background: #fff8e0; border-left: 4px solid #e0b000; padding: .5em .8em; }
 """
 # Marks undecodable images on <body> so a headless browser (the test) and a reader both see it.

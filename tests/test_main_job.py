@@ -200,6 +200,6 @@ def test_full_is_lift_at_the_real_size(tmp_path):
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert "task:=lift" in text and "cameras:=agentview:84x84" in text and "max_steps:=200" in text
-    assert "skill:=expert episodes:=25" in text and "skill:=medium episodes:=75" in text
+    assert "skill:=expert episodes:=50" in text and "skill:=medium episodes:=150" in text
     assert "--steps 20000" in text and "--episodes 50" in text
     assert not (tmp_path / "full").exists()  # a dry run writes nothing

@@ -35,18 +35,19 @@ from typing import Any
 
 from robot_stack.cli import arguments
 from robot_stack.demo_report import clock
+from robot_stack.errors import RobotStackError
 
 DESCRIPTION = """\
 The main job end to end in simulation, loopback only: record episodes of mixed skill over ROS 2 topics,
 label their rewards from the task sentence, train IQL on the labels and BC as the baseline, export and
 verify the models, deploy each through the policy node against the sim robot and measure its success, and
-write one self-contained HTML report. The default size (reach2d) takes about 10 minutes on 2 CPU cores;
+write one self-contained HTML report. The default size (reach2d) takes about 8 minutes on 2 CPU cores;
 --full is the real-size run for a GPU workstation (Lift, more episodes and updates)."""
 
 EPILOG = """\
 examples:
   robot-stack demo                                  # reach2d, the default size
-  robot-stack demo --full --out runs/demo_lift      # Lift, 100 episodes, 20,000 updates (a GPU workstation)
+  robot-stack demo --full --out runs/demo_lift      # Lift, 200 episodes, 20,000 updates (a GPU workstation)
   robot-stack demo --episodes 12 --steps 300 --eval-episodes 5 --out /tmp/demo_small
   robot-stack demo --dry-run                        # print the stages' commands only
   robot-stack demo --out runs/demo --report-only    # write the report again from a finished job's files
@@ -63,8 +64,8 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 # name -> (task, episodes, updates, evaluation episodes, labeler updates)
 SIZES: dict[str, tuple[str, int, int, int, int]] = {
-    "default": ("reach2d", 60, 5000, 20, 300),
-    "full": ("lift", 100, 20000, 50, 2000),
+    "default": ("reach2d", 100, 10000, 20, 300),
+    "full": ("lift", 200, 20000, 50, 2000),
 }
 LABELERS = {
     "progress": ["--labeler", "progress", "--set", "input=pixels"],
@@ -76,6 +77,7 @@ REAL_ROBOT_NOTE = ("On a real robot the labels come from a pretrained CLIP (--la
                    "--pretrained openai) or a served VLM as the judge (--labeler preference --set judge=chat "
                    "--set endpoint=http://HOST:PORT/v1 --set model_name=NAME); this demo uses a labeler that "
                    "trains on the dataset itself, so nothing is downloaded.")
+FRACTION = arguments.number(float, lambda v: 0.0 < v < 1.0, "a number between 0 and 1 (exclusive)")
 MARKER = ".robot_stack_demo"  # a file in --out saying the demo made the folder (so it may replace it)
 
 
@@ -85,14 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="the job's folder (default runs/demo; a folder an earlier "
                         "demo made is replaced)")
-    parser.add_argument("--full", action="store_true", help="the real size: Lift, 100 episodes, 20,000 updates, "
+    parser.add_argument("--full", action="store_true", help="the real size: Lift, 200 episodes, 20,000 updates, "
                         "50 evaluation episodes (a GPU workstation)")
-    parser.add_argument("--episodes", type=arguments.positive_int, help="episodes to record (default 60; --full 100)")
-    parser.add_argument("--expert-fraction", type=_fraction, default=0.25,
+    parser.add_argument("--episodes", type=arguments.positive_int, help="episodes to record (default 100; --full 200)")
+    parser.add_argument("--expert-fraction", type=FRACTION, default=0.25,
                         help="share of the episodes the expert drives; the medium operator drives the rest "
                              "(default 0.25)")
     parser.add_argument("--steps", type=arguments.positive_int, help="training updates of IQL and of BC "
-                        "(default 5000; --full 20000)")
+                        "(default 10000; --full 20000)")
     parser.add_argument("--eval-episodes", type=arguments.positive_int,
                         help="episodes each model runs through the policy node (default 20; --full 50)")
     parser.add_argument("--train-eval-episodes", type=arguments.positive_int, default=10,
@@ -107,11 +109,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
     parser.add_argument("--report-only", action="store_true", help="write the report again from --out's files")
     parser.set_defaults(func=run)
-
-
-def _fraction(text: str) -> float:
-    value = arguments.number(float, lambda v: 0.0 < v < 1.0, "a number between 0 and 1 (exclusive)")(text)
-    return float(value)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -174,7 +171,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     dataset = out / "dataset.zarr"
     experts = max(1, round(episodes * args.expert_fraction))
     if experts >= episodes:
-        raise _user_error(f"--episodes {episodes} leaves no episode for the medium operator: record at least 2")
+        raise RobotStackError(f"--episodes {episodes} leaves no episode for the medium operator: record at least 2")
     label_run = f"{args.labeler}-px"
     rs = "robot-stack"
 
@@ -238,12 +235,6 @@ def _label_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _user_error(message: str) -> Exception:
-    from robot_stack.errors import RobotStackError
-
-    return RobotStackError(message)
-
-
 # ------------------------------------------------------------------------------------------------ running
 
 
@@ -269,7 +260,7 @@ def _prepare(out: Path) -> None:
     """Replace a folder an earlier demo made; refuse one it did not."""
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
-            raise _user_error(f"{out} holds files this demo did not write: choose another --out, or remove it")
+            raise RobotStackError(f"{out} holds files this demo did not write: choose another --out, or remove it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by robot-stack demo; the next demo with this --out replaces the folder\n")
@@ -391,7 +382,6 @@ def _why(log_path: Path) -> str:
 
 def _check_collect(plan: Plan) -> str:
     from robot_stack.data import Dataset
-    from robot_stack.errors import RobotStackError
 
     try:
         ds = Dataset.open(plan.dataset)
