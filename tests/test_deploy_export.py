@@ -90,11 +90,16 @@ def test_an_image_policy_carries_its_encoder_and_takes_camera_frames_as_uint8(re
 def test_export_goes_to_models_named_after_the_run_with_its_card_beside(reach2d_runs, tmp_path, monkeypatch, capsys):
     run_dir = reach2d_runs("bc")
     monkeypatch.chdir(tmp_path)
-    assert cli(["export", str(run_dir)]) == 0
+    steps = ["sim_collect --task reach2d --episodes 8 -o d.zarr", "robot-stack train --algo bc --dataset d.zarr"]
+    assert cli(["export", str(run_dir), "--reproduce", steps[0], "--reproduce", steps[1]]) == 0
     model, beside = tmp_path / "models" / f"{run_dir.name}.onnx", tmp_path / "models" / f"{run_dir.name}.json"
     assert model.is_file() and beside.is_file()
     assert json.loads(beside.read_text())["name"] == run_dir.name
+    assert read_card(model).data["reproduce"] == steps  # in the model itself, in order
     assert f"models/{run_dir.name}.onnx" in capsys.readouterr().out
+    assert cli(["model", "info", str(model)]) == 0
+    info = capsys.readouterr().out
+    assert f"1. {steps[0]}" in info and f"2. {steps[1]}" in info
 
 
 def test_an_export_above_the_parity_tolerance_is_refused_and_writes_nothing(reach2d_runs, tmp_path):

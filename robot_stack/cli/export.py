@@ -35,13 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "beside it as NAME.json")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="a checkpoint of the run (a path, or a file name in RUN/checkpoints; default: the latest)")
+    parser.add_argument("--reproduce", metavar="COMMAND", action="append", default=[],
+                        help="a command that makes this model again from nothing, in order (repeat for several); kept "
+                             "in the card as reproduce, for a model shipped without its dataset and run folder")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from robot_stack.deploy.export import default_model_path, export_run
 
-    card = export_run(args.run_dir, args.out, args.checkpoint)
+    card = export_run(args.run_dir, args.out, args.checkpoint, reproduce=args.reproduce)
     out = args.out or default_model_path(args.run_dir)
     parity, command = card.data["parity"], card.command
     inputs = ", ".join(f"{name} {shape}" for name, shape in card.inputs.items())

@@ -98,6 +98,8 @@ def card_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     parity = data["parity"]
     rows.append(("parity", (f"max |torch - onnxruntime| {parity['max_abs_error']:.2g}, "
                             f"cosine {parity['cosine']:.6f} on {parity['observations']} {parity['source']}")))
+    for number, command in enumerate(data.get("reproduce") or [], 1):
+        rows.append(("reproduce" if number == 1 else "", f"{number}. {command}"))
     return rows
 
 

@@ -58,10 +58,13 @@ def default_model_path(run_dir: str | Path) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str | Path | None = None,
-               frames: int = PARITY_FRAMES, tolerance: float = PARITY_TOLERANCE) -> ModelCard:
+               frames: int = PARITY_FRAMES, tolerance: float = PARITY_TOLERANCE,
+               reproduce: list[str] | None = None) -> ModelCard:
     """Export a run's actor to `out` (default models/<run>.onnx) and its card beside it; returns the card.
 
-    checkpoint: a file of the run (default its latest); frames: dataset frames the parity check runs on.
+    checkpoint: a file of the run (default its latest); frames: dataset frames the parity check runs on;
+    reproduce: the commands that make the model again from nothing (the card's `reproduce`, for a model shipped
+    without its dataset and run folder).
     DeployError (and no file written) when the run cannot be exported or parity exceeds `tolerance`.
     """
     run_dir = Path(run_dir)
@@ -88,7 +91,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
                           f"{parity['max_abs_error']:.3g} on {parity['observations']} dataset frames (more than "
                           f"{tolerance:g}); nothing was written")
     card = ModelCard(build_card(out.stem, run_dir, checkpoint_file, int(state["step"]), info, info["config"],
-                                spec, dataset, parity))
+                                spec, dataset, parity) | ({"reproduce": list(reproduce)} if reproduce else {}))
     write_model(out, model_bytes, card)
     return card
 
