@@ -171,13 +171,17 @@ def site_packages(prefix: Path) -> Path:
     return found
 
 
-def test_wheel_installs_ament_marker_package_xml_and_every_launch_file(wheel_names, installed_prefix):
+def test_wheel_installs_ament_marker_package_xml_every_launch_file_and_the_shipped_models(wheel_names, installed_prefix):
     data = f"{PACKAGE}-{VERSION}.data/data/"
     expected = {
         f"share/ament_index/resource_index/packages/{PACKAGE}": REPO / "resource" / PACKAGE,
         f"share/{PACKAGE}/package.xml": REPO / "package.xml",
     }
     expected.update({f"share/{PACKAGE}/{path.as_posix()}": REPO / path for path in launch_tree_files()})
+    # the reference policy deploy.launch.yaml runs by default, with its card ($(find-pkg-share robot_stack)/models/)
+    models = [*(REPO / "models").glob("*.onnx"), *(REPO / "models").glob("*.json")]
+    assert any(path.suffix == ".onnx" for path in models)
+    expected.update({f"share/{PACKAGE}/models/{path.name}": path for path in models})
     missing = sorted(name for name in expected if data + name not in wheel_names)
     assert not missing, f"not in the wheel: {missing}"
     for name, source in expected.items():

@@ -10,7 +10,7 @@ or is BROKEN (something changed after the model was made): the model is fit for 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ def verify(model: str | Path, run_dir: str | Path | None = None,
     links = [_model_link(Path(model), model_bytes, card), *_run_links(card, run)]
     opened, dataset_link = _dataset_link(card, data_path)
     links += [dataset_link, _reward_link(card, opened, data_path, dataset_link)]
+    if card.data.get("reproduce"):  # a shipped model: what is not here can be made again
+        again = "or make it again with the card's reproduce commands (robot-stack model info)"
+        links = [replace(link, fix=f"{link.fix}; {again}" if link.fix else again) if link.status == MISSING else link
+                 for link in links]
     return card, links
 
 
