@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset
@@ -35,16 +34,6 @@ LABELERS = {
                            "--set", "pixels=true", "--set", "pairs=400", "--set", "ensemble=1", "--set", "steps=150"],
                           {"voc": 0.35, "spearman_all": 0.5, "pair_accuracy": 0.15, "auc": 0.25, "kendall": 0.3}),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The models are tiny: one thread is fastest, and the machine's cores are shared (the preference
-    labeler's reward model runs on torch's default thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
