@@ -124,10 +124,7 @@ class PolicyNode:
         for topic, feature in self.controller.topics().items():
             qos = ros.qos.SENSOR_DATA if feature.qos == "sensor_data" else ros.qos.DEFAULT
             node.create_subscription(feature.type, topic, self._on_message(topic), qos)
-        # Two readers: a transient-local one gets a latched e-stop sent before this node started, a volatile one
-        # hears a publisher that offers only volatile (`topic pub` by default), which a transient-local reader
-        # would refuse as incompatible: an e-stop must never be lost to a QoS mismatch.
-        for qos in (ros.qos.TRANSIENT_LOCAL, ros.qos.DEFAULT):
+        for qos in ros.qos.EITHER_DURABILITY:  # a latched e-stop and a volatile publisher's alike
             node.create_subscription("std_msgs/msg/Bool", "estop", self.on_estop, qos)
         node.create_subscription("std_msgs/msg/Bool", "policy/reset", self.on_reset, ros.qos.DEFAULT)
         node.create_subscription("std_msgs/msg/UInt8MultiArray", "policy/load", self.on_load,

@@ -104,9 +104,7 @@ class SimRobotDriver:
         self.success_pub = node.create_publisher("std_msgs/msg/Bool", "sim/success", reliable)
         self.clock_pub = node.create_publisher("rosgraph_msgs/msg/Clock", "/clock", reliable)
         node.create_subscription("std_msgs/msg/Float64MultiArray", "robot/command", self.on_command, reliable)
-        # A transient-local reader for a latched e-stop, a volatile one for publishers that offer only volatile
-        # (a transient-local reader alone would refuse them as incompatible and never hear the e-stop).
-        for qos in (ros.qos.TRANSIENT_LOCAL, ros.qos.DEFAULT):
+        for qos in ros.qos.EITHER_DURABILITY:  # a latched e-stop and a volatile publisher's alike
             node.create_subscription("std_msgs/msg/Bool", "estop", self.on_estop, qos)
         node.create_subscription("std_msgs/msg/Int64", "sim/reset", self.on_reset, reliable)
         self.reset(self.next_seed)

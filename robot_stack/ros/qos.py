@@ -39,6 +39,10 @@ DEFAULT = QoSProfile()
 SENSOR_DATA = QoSProfile(depth=5, reliability=Reliability.BEST_EFFORT)
 TRANSIENT_LOCAL = QoSProfile(depth=1, durability=Durability.TRANSIENT_LOCAL)
 PROFILES = {"default": DEFAULT, "sensor_data": SENSOR_DATA, "transient_local": TRANSIENT_LOCAL}
+EITHER_DURABILITY = (TRANSIENT_LOCAL, DEFAULT)
+"""Subscribe once with each to hear a topic whatever durability its publishers offer: the transient-local reader
+gets a latched message sent before the subscriber started; the volatile one hears publishers that offer only
+volatile, which a transient-local reader alone refuses as incompatible (an e-stop must never be lost that way)."""
 
 
 def as_profile(qos: "QoSProfile | int | str") -> QoSProfile:
