@@ -177,3 +177,17 @@ def reach2d_runs(tmp_path_factory):
 
     train.dataset = dataset
     return train
+
+
+@pytest.fixture(scope="session")
+def reach_pixels(tmp_path_factory):
+    """12 recorded reach2d episodes of mixed skill (successful and failed), a 32x32 top camera, sim ground truth:
+    the dataset the frame labelers' tests (progress, success, vs shuffled) share, collected once per session.
+    Tests may add label runs to it; none changes its frames or outcomes."""
+    from robot_stack.sim.collect import collect
+
+    path = tmp_path_factory.mktemp("reach_pixels") / "reach.zarr"
+    ds = collect("reach2d", path, 12, mix={"expert": 0.5, "medium": 0.25, "random": 0.25}, seed=0,
+                 cameras=["top:32x32"], progress=False)
+    assert 3 <= (ds.success == 1).sum() <= 9
+    return ds

@@ -58,13 +58,9 @@ def context(ds: Dataset, **config) -> LabelContext:
 
 
 @pytest.fixture(scope="module")
-def reach(tmp_path_factory) -> Dataset:
-    """12 recorded reach2d episodes of mixed skill (successful and failed), a 32x32 top camera."""
-    path = tmp_path_factory.mktemp("progress") / "reach.zarr"
-    ds = sim_collect.collect("reach2d", path, 12, mix={"expert": 0.5, "medium": 0.25, "random": 0.25}, seed=0,
-                             cameras=["top:32x32"], progress=False)
-    assert 3 <= (ds.success == 1).sum() <= 9
-    return ds
+def reach(reach_pixels) -> Dataset:
+    """The shared recorded reach2d dataset with a camera (conftest.reach_pixels)."""
+    return reach_pixels
 
 
 @pytest.fixture(scope="module")

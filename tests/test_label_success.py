@@ -46,13 +46,9 @@ def projected(ds: Dataset) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reach(tmp_path_factory) -> Dataset:
-    """12 recorded reach2d episodes of mixed skill (successful and failed), a 32x32 top camera."""
-    path = tmp_path_factory.mktemp("success") / "reach.zarr"
-    ds = sim_collect.collect("reach2d", path, 12, mix={"expert": 0.5, "medium": 0.25, "random": 0.25}, seed=0,
-                             cameras=["top:32x32"], progress=False)
-    assert 3 <= (ds.success == 1).sum() <= 9
-    return ds
+def reach(reach_pixels) -> Dataset:
+    """The shared recorded reach2d dataset with a camera (conftest.reach_pixels)."""
+    return reach_pixels
 
 
 def test_success_on_pixels_detects_sim_success_with_a_held_out_threshold(reach):

@@ -18,7 +18,6 @@ import pytest
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset
 from robot_stack.label.evaluate import evaluate
-from robot_stack.sim import collect as sim_collect
 
 TASK = "move the fingertip onto the target"
 # name -> (label run options, {metric: margin over the shuffled run})
@@ -37,13 +36,9 @@ LABELERS = {
 
 
 @pytest.fixture(scope="module")
-def reach(tmp_path_factory) -> Dataset:
-    """12 recorded reach2d episodes of mixed skill (successful and failed), a 32x32 top camera, sim ground truth."""
-    path = tmp_path_factory.mktemp("vs_shuffled") / "reach.zarr"
-    ds = sim_collect.collect("reach2d", path, 12, mix={"expert": 0.5, "medium": 0.25, "random": 0.25}, seed=0,
-                             cameras=["top:32x32"], progress=False)
-    assert 3 <= (ds.success == 1).sum() <= 9
-    return ds
+def reach(reach_pixels) -> Dataset:
+    """The shared recorded reach2d dataset with a camera (conftest.reach_pixels)."""
+    return reach_pixels
 
 
 @pytest.mark.parametrize("name", list(LABELERS))
