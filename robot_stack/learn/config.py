@@ -118,6 +118,19 @@ class TrainConfig:
     eval_env: str = "auto"  # the sim task to evaluate in: "auto" (the dataset robot's sim_task), "none", or a task name
     checkpoint_every: int = 10_000
     out: str = ""  # run folder; empty = runs/<algo>-<dataset>-<time>
+    # Online fine-tuning (offline-to-online): after the `steps` offline updates (the offline phase; 0 = none),
+    # the run switches to interacting with `online` for `online_steps` environment steps.
+    online: str = ""  # "" (offline only), "sim:TASK[:PRESET]" (a gymnasium env of sim/), or "robot" (the ROS 2 loop)
+    online_steps: int = 20_000  # environment steps of the online phase
+    utd: int = 1  # gradient updates per environment step in the online phase (update-to-data ratio)
+    # Share of each online-phase batch drawn from online transitions: a number in [0, 1] (RLPD's symmetric
+    # sampling is 0.5; 1 drops the offline data, as WSRL does), or "proportional": uniform over offline + online.
+    online_ratio: Any = "proportional"
+    warmup_steps: int = 0  # environment steps of the frozen pre-trained policy, no updates, opening the online phase (WSRL's K)
+    online_eval_every: int = 2_000  # environment steps between sim evaluations in the online phase (0: at the end only)
+    num_envs: int = 1  # sim target: envs stepped side by side (a gymnasium vector env when > 1)
+    push_every: int = 1_000  # robot target: gradient updates between models exported and sent on /policy/load
+    online_dataset: str = ""  # where online episodes are written (sim) or land (robot); "" = <run>/online.zarr (sim)
     algorithm: Any = None  # the algorithm's dataclass (filled from ALGORITHM_CONFIGS[algo])
 
     def __post_init__(self) -> None:
@@ -132,7 +145,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise LearnError naming the first value that cannot be used."""
-        positive = ("steps", "batch_size", "n_step", "log_every", "eval_episodes", "checkpoint_every")
+        if int(self.steps) < (0 if self.online else 1):  # an online run may skip the offline phase (RLPD's default)
+            raise LearnError(f"config: steps must be at least {0 if self.online else 1}, got {self.steps}")
+        positive = ("batch_size", "n_step", "log_every", "eval_episodes", "checkpoint_every")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise LearnError(f"config: {name} must be at least 1, got {getattr(self, name)}")
@@ -152,6 +167,22 @@ class TrainConfig:
                                                  and not isinstance(self.reward_offset, bool)
                                                  and math.isfinite(self.reward_offset)):
             raise LearnError(f"config: reward_offset must be auto or a number, got {self.reward_offset!r}")
+        if isinstance(self.online_ratio, str) and self.online_ratio != "proportional":
+            try:  # --set online_ratio=0.5 and YAML strings
+                self.online_ratio = float(self.online_ratio)
+            except ValueError:
+                pass
+        if self.online_ratio != "proportional" and not (
+                isinstance(self.online_ratio, (int, float)) and not isinstance(self.online_ratio, bool)
+                and 0.0 <= self.online_ratio <= 1.0):
+            raise LearnError(f"config: online_ratio must be a number in [0, 1] or proportional, got {self.online_ratio!r}")
+        if self.online and not (self.online == "robot" or (self.online.startswith("sim:") and len(self.online) > 4)):
+            raise LearnError(f"config: online {self.online!r}: use sim:TASK[:PRESET] (e.g. sim:reach2d) or robot")
+        for name in ("online_steps", "utd", "num_envs", "push_every"):
+            if int(getattr(self, name)) < 1:
+                raise LearnError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        if int(self.warmup_steps) < 0 or int(self.online_eval_every) < 0:
+            raise LearnError("config: warmup_steps and online_eval_every must be >= 0")
         if self.reward == "none" and self.algo != "bc":
             raise LearnError(f"config: {self.algo} needs a reward (reward: none is for bc only)")
         if not (self.image_encoder == "cnn" or self.image_encoder.startswith("clip:")):
@@ -280,7 +311,7 @@ def load_config(algo: str | None = None, path: str | Path | None = None, overrid
     return config
 
 
-RESUME_SETTINGS = ("steps", "device", "eval_every", "eval_episodes")
+RESUME_SETTINGS = ("steps", "device", "eval_every", "eval_episodes", "online_steps", "online_eval_every")
 """TrainConfig fields a resumed run takes new values of: how long, where and how it is evaluated. The other
 fields say what it learns (its checkpoint's networks, optimizer state and data depend on them) and stay."""
 
