@@ -14,22 +14,19 @@ model folder) at the same path as this machine.
 
 from __future__ import annotations
 
-import ipaddress
-import logging
 import math
-import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from robot_stack import cluster
+from robot_stack.cluster import LOOPBACK_ENV, ray_session  # noqa: F401  (LOOPBACK_ENV: the tests' local cluster)
 from robot_stack.data import Dataset
 from robot_stack.errors import DatasetError, LabelError, LearnError, RobotStackError
 from robot_stack.learn import clip_embed
@@ -37,11 +34,6 @@ from robot_stack.learn import clip_embed
 ENGINES = ("local", "ray")
 SHARDS_PER_WORKER = 4
 """A few shards per worker, so that a slow worker does not hold the others up at the end."""
-CONNECT_TIMEOUT_S = 5.0
-RAY_INSTALL = "pip install 'robot_stack[ray]'"
-# Ray resolves 127.0.0.1 to the machine's network address and listens on every interface unless told
-# that this is no cluster; a local job's Ray must be reachable from this machine only.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 SaveSegment = Callable[[int, np.ndarray], None]
 """save(first frame, embeddings float32 [k, E]): called in frame order, each block continuing the last."""
@@ -197,59 +189,9 @@ class RayEngine:
                 raise LabelError(f"a Ray worker was lost while embedding frames {first}..{last} ({type(error).__name__})"
                                  ": run the same command again; it resumes after the shards saved so far") from None
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        """Ray for the job: this process's when it already has one (left running), else the cluster at --address
-        or a local one on 127.0.0.1 with no dashboard; this job's connection or Ray is shut down at the end."""
-        ray = self.ray
-        if ray.is_initialized():
-            yield
-            return
-        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # the job's own lines and bars only
-        if self.address:
-            settings = loopback_only() if is_loopback(self.address) else nullcontext()
-            start = partial(ray.init, address=self.address, **quiet)
-            where = f"connect to the Ray cluster at {self.address}"
-            hint = ("is the cluster running, on this Ray version, and if it uses token authentication, is "
-                    "RAY_AUTH_MODE=token set here (with its token in ~/.ray/auth_token)?")
-        else:
-            settings = loopback_only()
-            # address="local": a new Ray for this job, never one that happens to run on this machine.
-            start = partial(ray.init, address="local", num_cpus=self.workers or os.cpu_count(),
-                            _node_ip_address="127.0.0.1", include_dashboard=False, **quiet)
-            where = "start Ray on this machine"
-            hint = "Ray's own logs are in /tmp/ray/session_latest/logs"
-        with settings:
-            try:
-                start()
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise LabelError(f"cannot {where} ({type(error).__name__}: {first}): {hint}") from None
-            try:
-                yield
-            finally:
-                ray.shutdown()
-
-
-@contextmanager
-def loopback_only() -> Iterator[None]:
-    """While a local Ray (or a connection to one on 127.0.0.1) starts and runs: it binds 127.0.0.1 only and sends no usage reports (LOOPBACK_ENV, which
-    the processes it starts inherit); this process's settings are restored afterwards."""
-    from ray._private import ray_constants
-
-    before = {key: os.environ.get(key) for key in LOOPBACK_ENV}
-    cluster = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ.update(LOOPBACK_ENV)
-    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray was imported, possibly before this job
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = cluster
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    def _session(self):
+        """Ray for the job (robot_stack.cluster.ray_session): this process's, the cluster at --address, or a local one."""
+        return ray_session(self.ray, self.address, self.workers, LabelError)
 
 
 def absolute_model(model: str) -> str:
@@ -263,41 +205,14 @@ def absolute_model(model: str) -> str:
     return model
 
 
-def is_loopback(address: str) -> bool:
-    """Whether a Ray address's host is this machine's loopback (then Ray must not swap it for a network address)."""
-    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def import_ray() -> Any:
     """The ray module, or a LabelError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise LabelError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL} (or label without "
-                         "--engine ray)") from None
-    return ray
+    return cluster.import_ray(LabelError, "label without --engine ray")
 
 
 def check_address(address: str) -> None:
-    """A Ray cluster address: 'auto' (the cluster `ray start` runs on this machine), HOST:PORT of its head
-    (GCS) or ray://HOST:PORT (Ray Client). HOST:PORT forms must accept a TCP connection within CONNECT_TIMEOUT_S.
-    LabelError (one line) otherwise."""
-    if address == "auto":
-        return
-    host, colon, port = address.removeprefix("ray://").rpartition(":")
-    if not colon or not host or not port.isdigit():
-        raise LabelError(f"--address {address!r}: give the Ray head's HOST:PORT (printed by ray start --head, e.g. "
-                         "10.0.0.5:6379), ray://HOST:PORT for Ray Client, or auto")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise LabelError(f"cannot reach the Ray cluster at {address} ({reason}): is it running (ray start --head on "
-                         "its head node) and reachable from this machine?") from None
+    """A reachable Ray cluster address (robot_stack.cluster.check_address), else a one-line LabelError."""
+    cluster.check_address(address, LabelError)
 
 
 def make_engine(name: str, address: str = "", workers: int | None = None) -> LocalEngine | RayEngine:
