@@ -52,17 +52,30 @@ class LabelContext:
 
 
 @dataclass
+class SavedModel:
+    """A labeler's fitted model, kept with its run so it can score episodes recorded later
+    (robot_stack.label.apply): state: torch.save bytes of a state dict (tensors only: loads with
+    weights_only=True); attrs: JSON-able, everything needed to rebuild the module and feed it (architecture,
+    input, window)."""
+
+    state: bytes
+    attrs: dict[str, Any]
+
+
+@dataclass
 class LabelResult:
     """A labeler's output: scores float32 [n_frames] (raw, one per committed frame, finite), and provenance.
 
     info: JSON-able facts for the run's attributes (prompts, config actually used, judge statistics such as
     calls, cache_hits, abstentions, budget); ground_truth_used: True when any part came from the recorded sim
-    reward or success (the oracle judge): `label list` and the run's provenance say so.
+    reward or success (the oracle judge): `label list` and the run's provenance say so; model: the model that
+    gave `scores`, when it can score new episodes the same way (None: the labeler keeps none).
     """
 
     scores: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     ground_truth_used: bool = False
+    model: SavedModel | None = None
 
 
 class Labeler(Protocol):

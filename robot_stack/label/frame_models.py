@@ -10,9 +10,12 @@ seeded, and deterministic on the CPU for a given seed, dataset and thread count.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from robot_stack.errors import LabelError
-from robot_stack.label.base import LabelContext
+from robot_stack.label.base import LabelContext, SavedModel
 from robot_stack.learn.encoders import MIN_IMAGE_PX, ImageEncoder, random_shift
 from robot_stack.learn.networks import MLP
 
@@ -234,6 +237,47 @@ def predict(model: FrameModel, inputs: FrameInputs, windows: np.ndarray, device:
         out = [torch.sigmoid(model(frames[torch.as_tensor(windows[i:i + batch], device=device)])).cpu()
                for i in range(0, len(windows), batch)]
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+FORMAT = "robot_stack.label frame model v1"
+"""attrs["format"] of a saved FrameModel; changes when the same attrs would build another module."""
+
+
+def save_frame_model(model: FrameModel, inputs: FrameInputs, window: int, stride: int,
+                     settings: TrainSettings) -> SavedModel:
+    """The fitted model as a SavedModel: its state dict (CPU tensors) as torch.save bytes, and what rebuilds
+    and feeds it: format, input kind, input_shape (per frame: [E] embeddings or [H, W, C] pixels), window and
+    stride (frames), the TrainSettings, sha256 of the bytes (a damaged copy is caught before it is used)."""
+    buffer = io.BytesIO()
+    torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, buffer)
+    state = buffer.getvalue()
+    attrs = {"format": FORMAT, "input": inputs.kind, "input_shape": list(inputs.data.shape[1:]),
+             "window": int(window), "stride": int(stride), "settings": asdict(settings),
+             "sha256": hashlib.sha256(state).hexdigest()}
+    return SavedModel(state, attrs)
+
+
+def load_frame_model(saved: SavedModel, device: str = "cpu") -> FrameModel:
+    """The FrameModel save_frame_model saved, in eval mode on `device`. ValueError saying what does not fit
+    (format, checksum, state dict); torch.load only reads tensors (weights_only=True)."""
+    attrs = saved.attrs
+    if attrs.get("format") != FORMAT:
+        raise ValueError(f"format {attrs.get('format')!r}, this version reads {FORMAT!r}")
+    if hashlib.sha256(saved.state).hexdigest() != attrs.get("sha256"):
+        raise ValueError("its bytes do not match the checksum saved with them")
+    kind, shape = attrs["input"], tuple(attrs["input_shape"])
+    check_input(kind)
+    settings = TrainSettings(**attrs["settings"])
+    shell = FrameInputs(kind, np.zeros((0, *shape), np.float32 if kind == EMBEDDINGS else np.uint8), "")
+    with torch.random.fork_rng(devices=[]):  # the weights are overwritten: keep the caller's RNG untouched
+        model = FrameModel(shell, attrs["window"], settings.hidden, settings.feature_dim, settings.augment_pad)
+    try:
+        state = torch.load(io.BytesIO(saved.state), map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"its weights do not load ({first})") from None
+    return model.to(device).eval()
 
 
 def no_success_error(context: LabelContext, labeler: str) -> LabelError:

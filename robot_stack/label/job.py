@@ -1,6 +1,7 @@
 """A labeling job: check the request, build the LabelContext (cached CLIP embeddings when the labeler wants
 them), run the labeler, calibrate its raw scores with one affine map fitted over the whole dataset, and write
-labels/<run>/reward (calibrated) and labels/<run>/raw (the labeler's scores) with provenance.
+labels/<run>/reward (calibrated) and labels/<run>/raw (the labeler's scores) with provenance, and the labeler's
+fitted model where it keeps one (labels/<run>/model: robot_stack.label.apply scores later episodes with it).
 
 Calibration (method "percentile-5-95"): reward = scale * raw + offset, with scale and offset chosen so that the
 5th percentile of all raw scores of the dataset maps to 0 and the 95th to 1. One map for every episode, never
@@ -29,6 +30,7 @@ from robot_stack.data.dataset import camera_feature
 from robot_stack.data.schema import FeatureSpec, check_name
 from robot_stack.data.store import create_array, open_group, writing
 from robot_stack.errors import DatasetError, LabelError, LearnError
+from robot_stack.label.apply import save_reward_model
 from robot_stack.label.base import LabelContext
 from robot_stack.label.engine import EmbedWork, LocalEngine, RayEngine, make_engine
 from robot_stack.label.labelers import labeler_class
@@ -213,6 +215,8 @@ def run_label_job(request: LabelRequest) -> LabelSummary:
         "info": info, "engine": engine.info, "producer": "robot_stack.label.job",
     }
     ds.write_labels(run, reward.astype(np.float32), attrs, overwrite=request.overwrite, raw=raw)
+    if result.model is not None:
+        save_reward_model(ds, run, result.model, camera)
     return LabelSummary(run, ds.n_frames, seconds, ds.read_labels(run).attrs)
 
 

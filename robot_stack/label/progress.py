@@ -18,6 +18,11 @@ Each sample is a window of `window` frames `stride` apart, the newest last (defa
 current frame and one from 3 steps before, so the model sees which way the scene moves). Measured on 12
 reach2d episodes, 32x32 pixels: VOC 0.93 with window 2 vs 0.83 with window 1; rewinds 0, 2 or 4 scored played-back
 episodes alike there (Spearman with reversed time 0.85-0.90): frame content alone already lowers them.
+
+The run keeps its one fitted model (labels/<run>/model), which scores episodes recorded later exactly as it
+scored the dataset's (robot_stack.label.apply): trained once on every episode with a known outcome, it is the
+model behind every label of the run, and a new episode is out of sample for it as the run's unknown-outcome
+episodes were.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from robot_stack.label.frame_models import (
     no_success_error,
     predict,
     read_options,
+    save_frame_model,
     train_frame_model,
 )
 
@@ -113,5 +119,6 @@ class ProgressLabeler(FrameModelLabeler):
         info = {"config": options, "input": inputs.source, "episodes": counts,
                 "reward": "predicted progress in [0, 1] per frame (raw)",
                 "method": "ReWiND-style progress regression (Zhang et al. 2025)"}
-        return LabelResult(scores=scores, info=info, ground_truth_used=False)
+        return LabelResult(scores=scores, info=info, ground_truth_used=False,
+                           model=save_frame_model(model, inputs, window, stride, settings))
 

@@ -15,6 +15,11 @@ trained on the rest; the threshold maximises F1 of the positive frames (`thresho
 are rare and it is their detection that matters) or balanced accuracy (`threshold_by=balanced_accuracy`),
 and sits halfway between that held-out score and the next lower one. With fewer than 2 episodes holding
 positives nothing can be held out: the threshold is chosen on the training episodes and info says so.
+
+The run keeps the one model that scored all its frames (labels/<run>/model, robot_stack.label.apply scores
+episodes recorded later with it): the one trained without the held-out episodes. New episodes are out of sample
+for it as those were, so the threshold chosen on them speaks for new episodes too; a model refitted on every
+episode would give rewards the run never held.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from robot_stack.label.frame_models import (
     no_success_error,
     predict,
     read_options,
+    save_frame_model,
     train_frame_model,
 )
 
@@ -121,7 +127,8 @@ class SuccessLabeler(FrameModelLabeler):
                 "frames": {"success": int((positive & used).sum()), "other": int((~positive & used).sum())},
                 "reward": "P(success) in [0, 1] per frame under equal class priors (raw)",
                 "method": "RoboFuME-style success classifier (Yang et al. 2023)"}
-        return LabelResult(scores=scores, info=info, ground_truth_used=ground_truth)
+        return LabelResult(scores=scores, info=info, ground_truth_used=ground_truth,
+                           model=save_frame_model(model, inputs, options["window"], options["stride"], settings))
 
     def _frame_labels(self, context: LabelContext, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, bool]:
         """(positive bool [n_frames], used bool [n_frames]: the frame has a label, ground truth used)."""
