@@ -51,29 +51,60 @@ class EnsembleLinear(nn.Module):
             self.weight.data[member] = weight.T
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Tensor, members: int | None = None) -> Tensor:
-        """members: use only the first `members` layers (x is then [members, B, in])."""
-        if members is None:
-            return torch.baddbmm(self.bias, x, self.weight)
-        return torch.baddbmm(self.bias[:members], x, self.weight[:members])
+    def forward(self, x: Tensor, members: int | Tensor | None = None) -> Tensor:
+        """members: use only those layers (see ``select``; x is then [len(members), B, in])."""
+        return torch.baddbmm(select(self.bias, members), x, select(self.weight, members))
+
+
+class EnsembleLayerNorm(nn.Module):
+    """E independent LayerNorms over the last dimension of x [E, B, width], each with its own gain and bias."""
+
+    def __init__(self, width: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, width))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, width))
+
+    def forward(self, x: Tensor, members: int | Tensor | None = None) -> Tensor:
+        normalized = F.layer_norm(x, x.shape[-1:])
+        return torch.addcmul(select(self.bias, members), normalized, select(self.weight, members))
+
+
+def select(parameter: Tensor, members: int | Tensor | None) -> Tensor:
+    """An ensemble parameter [E, ...] for some members: all (None), the first n (an int), or those at the indices
+    of an int64 tensor [k], in its order (a random subset drawn on the device: no host sync)."""
+    if members is None:
+        return parameter
+    if isinstance(members, int):
+        return parameter[:members]
+    return parameter.index_select(0, members)
 
 
 class QEnsemble(nn.Module):
-    """E critics Q_e(s, a) in one module: forward(obs [B, D], action [B, A]) -> [E, B]."""
+    """E critics Q_e(s, a) in one module: forward(obs [B, D], action [B, A]) -> [E, B].
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int], ensemble_size: int = 2) -> None:
+    layer_norm: each hidden layer is linear -> LayerNorm -> ReLU (RLPD's critic, Ball et al. 2023: it keeps Q
+    from extrapolating far beyond the values seen in the data)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: list[int], ensemble_size: int = 2,
+                 layer_norm: bool = False) -> None:
         super().__init__()
         self.ensemble_size = ensemble_size
         dims = [obs_dim + action_dim, *hidden_dims]
         self.hidden = nn.ModuleList(EnsembleLinear(i, o, ensemble_size) for i, o in itertools.pairwise(dims))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(o, ensemble_size) for o in hidden_dims) if layer_norm else None
         self.out = EnsembleLinear(dims[-1], 1, ensemble_size)
 
-    def forward(self, obs: Tensor, action: Tensor, members: int | None = None) -> Tensor:
-        """Q-values [E, B]; with `members`, only the first that many critics are run ([members, B])."""
+    def forward(self, obs: Tensor, action: Tensor, members: int | Tensor | None = None) -> Tensor:
+        """Q-values [E, B]; with `members`, only those critics are run ([k, B]): the first k for an int k, the
+        ones at the indices of an int64 tensor [k] in its order."""
         x = torch.cat([obs, action], dim=-1)
-        x = x.unsqueeze(0).expand(members or self.ensemble_size, *x.shape)
-        for layer in self.hidden:
-            x = F.relu_(layer(x, members))  # in place: baddbmm's backward needs its inputs, not its output
+        count = self.ensemble_size if members is None else members if isinstance(members, int) else len(members)
+        x = x.unsqueeze(0).expand(count, *x.shape)
+        for index, layer in enumerate(self.hidden):
+            x = layer(x, members)
+            if self.norms is not None:
+                x = self.norms[index](x, members)
+            x = F.relu_(x)  # in place: baddbmm's and layer_norm's backward need their inputs, not their output
         return self.out(x, members).squeeze(-1)
 
 
@@ -101,6 +132,12 @@ class GaussianActor(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         """The deterministic action (the mean), [B, A] in [-1, 1]."""
         return torch.tanh(self.net(obs))
+
+    def sample(self, obs: Tensor) -> Tensor:
+        """A draw of N(mean, std) clipped to the action bounds, [B, A] in [-1, 1] (IQL's exploration action)."""
+        mean = torch.tanh(self.net(obs))
+        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
+        return (mean + std * torch.randn_like(mean)).clamp(-1.0, 1.0)
 
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
         """log pi(a|s) summed over action dimensions, [B]."""

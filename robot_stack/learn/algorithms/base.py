@@ -74,6 +74,17 @@ class Algorithm:
         """Deterministic actions [B, A] in [-1, 1]."""
         return self.actor(self.encode(obs, augment=False))
 
+    @torch.no_grad()
+    def explore(self, obs: dict[str, Tensor]) -> Tensor:
+        """Stochastic actions [B, A] in [-1, 1] that collect online data; default: act (the algorithms with a
+        stochastic policy sample it, the deterministic ones add noise)."""
+        return self.act(obs)
+
+    def start_online(self) -> None:
+        """Called once by the trainer at the offline -> online switch, and again when a resumed run lands in the
+        online phase (so it must be idempotent). Changes what update() computes through tensors it reads, never a
+        Python branch, so a compiled step or captured CUDA graph stays valid. Default: nothing."""
+
     def schedule(self, step: int, total_steps: int) -> None:
         """Called by the trainer before step `step` (learning-rate schedules); default: nothing."""
 
@@ -110,6 +121,16 @@ class Algorithm:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+EXPLORATION_NOISE = 0.1
+"""Std of the Gaussian noise added to a deterministic actor's action to explore, in [-1, 1] units (TD3's, Fujimoto
+et al. 2018)."""
+
+
+def with_exploration_noise(action: Tensor, std: float = EXPLORATION_NOISE) -> Tensor:
+    """action [B, A] + N(0, std^2) noise, clipped to [-1, 1]."""
+    return (action + std * torch.randn_like(action)).clamp(-1.0, 1.0)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

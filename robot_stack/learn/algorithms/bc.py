@@ -7,9 +7,10 @@ The baseline offline RL must beat: it copies every behaviour in the data, good a
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from robot_stack.learn.algorithms.base import Algorithm
+from robot_stack.learn.algorithms.base import Algorithm, with_exploration_noise
 from robot_stack.learn.networks import DeterministicActor
 from robot_stack.learn.replay import Batch
 
@@ -29,3 +30,7 @@ class BC(Algorithm):
         actor_loss.backward()
         self.actor_optimizer.step()
         return {"actor_loss": actor_loss.detach()}
+
+    @torch.no_grad()
+    def explore(self, obs: dict[str, Tensor]) -> Tensor:
+        return with_exploration_noise(self.act(obs))

@@ -80,6 +80,11 @@ class IQL(Algorithm):
                 "actor_loss": actor_loss.detach(), "q": q.detach().mean(), "v": v.detach().mean(),
                 "advantage": advantage.detach().mean()}
 
+    @torch.no_grad()
+    def explore(self, obs: dict[str, Tensor]) -> Tensor:
+        """A draw of the actor's Gaussian, clipped to [-1, 1]."""
+        return self.actor.sample(self.encode(obs, augment=False))
+
     def schedule(self, step: int, total_steps: int) -> None:
         if self.config.actor_cosine_decay:
             set_lr(self.actor_optimizer, self.config.actor_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))

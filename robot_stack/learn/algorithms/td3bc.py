@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robot_stack.learn.algorithms.base import Algorithm, frozen_copy
+from robot_stack.learn.algorithms.base import Algorithm, frozen_copy, with_exploration_noise
 from robot_stack.learn.networks import DeterministicActor, QEnsemble, soft_update
 from robot_stack.learn.replay import Batch
 
@@ -68,3 +68,7 @@ class TD3BC(Algorithm):
         soft_update(self.critic_target, self.critic, c.tau)
         soft_update(self.actor_target, self.actor, c.tau)
         return metrics | {"actor_loss": actor_loss.detach(), "lambda": lmbda.detach()}
+
+    @torch.no_grad()
+    def explore(self, obs: dict[str, Tensor]) -> Tensor:
+        return with_exploration_noise(self.act(obs))
