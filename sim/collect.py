@@ -201,7 +201,7 @@ def collect(task: str, path: str | os.PathLike, episodes: int | Mapping[str, int
             succeeded = held(steps[SUCCESS], success_hold)
             writer.append_frames(data)
             writer.commit_episode(config.task, succeeded, operator=OPERATOR_PREFIX + skill,
-                                  notes=f"seed {episode_seed}, dynamics {dynamics}")
+                                  notes=f"seed {episode_seed}, dynamics {dynamics}", source="scripted")
             clock_ns += period_ns * frames
             rates[skill].append(succeeded)
             bar.set_postfix_str(" ".join(f"{s} {np.mean(r):.0%}" for s, r in rates.items() if r))

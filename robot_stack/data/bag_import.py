@@ -242,7 +242,7 @@ def import_bags(
                     raise DatasetError(f"{bag.path} gives no frames: its topics overlap for less than one tick at "
                                        f"{record_hz:g} Hz")
                 notes = "; ".join(part for part in (f"imported from {bag.path.name}", counts.notes()) if part)
-                writer.commit_episode(task, None, notes=notes)
+                writer.commit_episode(task, None, notes=notes, source="import")
         writer.close()
     except BaseException:
         if writer is not None:

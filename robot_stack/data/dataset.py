@@ -8,6 +8,7 @@ missing chunk is a DatasetError line, never silent zeros.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import zarr
 from robot_stack.data.damage import read_frames
 from robot_stack.data.fingerprint import fingerprint
 from robot_stack.data.marks import apply_marks, read_marks
-from robot_stack.data.schema import ARRAY_RUN, UNKNOWN, FeatureSpec, check_name
+from robot_stack.data.schema import ADDED_EPISODE_FIELDS, ARRAY_RUN, UNKNOWN, FeatureSpec, check_name
 from robot_stack.data.store import RESTORE, Store, create_array, now, open_group, writing
 from robot_stack.errors import DatasetError
 
@@ -67,6 +68,7 @@ class EpisodeInfo:
     duration: float  # s
     operator: str
     notes: str
+    source: str = ""  # teleop | scripted | policy | online | import; "" unknown (and every episode of older datasets)
     marked: bool = False  # success comes from an operator's mark (robot-stack data mark), not the recording
 
     @property
@@ -172,8 +174,9 @@ class Dataset:
 
     def episode_table(self) -> dict[str, np.ndarray]:
         """Per-episode columns, one row per committed episode: index, start, stop, length, the meta/episodes
-        fields (task, success, start_time [s], duration [s], operator, notes), and marked (bool: success
-        comes from an operator's mark, which overrides the recorded outcome; see robot_stack.data.marks)."""
+        fields (task, success, start_time [s], duration [s], operator, notes, source: "" in every row of a
+        dataset written before the field existed), and marked (bool: success comes from an operator's mark,
+        which overrides the recorded outcome; see robot_stack.data.marks)."""
         if self._table is None:
             n = self.n_episodes
             table = {"index": np.arange(n), "start": self.episode_starts, "stop": self.episode_ends,
@@ -184,6 +187,9 @@ class Dataset:
                 except Exception as error:  # a damaged chunk raises whatever its codec raises
                     raise DatasetError(f"{self.path}: meta/episodes/{name} cannot be read ({type(error).__name__}): "
                                        f"the episode rows are damaged; {RESTORE}") from None
+            for name, value in ADDED_EPISODE_FIELDS.items():
+                if name not in table:
+                    table[name] = np.full(n, value, dtype=np.dtypes.StringDType())  # as the stored text fields read
             marks = read_marks(self._store.meta)
             table["marked"] = np.isin(table["index"], [int(mark["episode"]) for mark in marks])
             table["success"] = apply_marks(table["success"], marks)
@@ -199,7 +205,7 @@ class Dataset:
             task_text=self.tasks[task] if 0 <= task < len(self.tasks) else None,
             success=None if row["success"] == UNKNOWN else bool(row["success"]),
             start_time=float(row["start_time"]), duration=float(row["duration"]),
-            operator=str(row["operator"]), notes=str(row["notes"]), marked=bool(row["marked"]),
+            operator=str(row["operator"]), notes=str(row["notes"]), source=str(row["source"]), marked=bool(row["marked"]),
         )
 
     @property
@@ -232,6 +238,8 @@ class Dataset:
         for spec in self.schema.features.values():
             lines.append(f"    {spec.name:20s} {spec.kind:7s} {spec.dtype:8s} {str(spec.shape):16s} {spec.units:6s} {spec.topic}")
         lines.append(f"  tasks: {self.tasks}")
+        sources = Counter(source or "unknown" for source in self.episode_table()["source"].tolist())
+        lines.append(f"  sources: {dict(sorted(sources.items()))}")
         lines.append(f"  label runs: {self.label_runs()}")
         if self.label_arrays():
             lines.append(f"  label arrays: {self.label_arrays()}")

@@ -22,14 +22,14 @@ COPY_BLOCK_BYTES = 64 << 20  # frames are copied in blocks of about this many ra
 
 
 def _copy_episodes(writer: DatasetWriter, source: Dataset, episodes: Sequence[int], bar: tqdm) -> None:
-    """Append `episodes` of `source` to `writer`, one committed episode each, task texts kept."""
+    """Append `episodes` of `source` to `writer`, one committed episode each, task texts and episode sources kept."""
     block = writer.flush_frames
     for index in episodes:
         info = source.episode_info(index)
         for start in range(info.start, info.stop, block):
             stop = min(info.stop, start + block)
             writer.append_frames({name: source.frames(name, start, stop) for name in source.features})
-        writer.commit_episode(info.task_text, info.success, info.operator, info.notes)
+        writer.commit_episode(info.task_text, info.success, info.operator, info.notes, info.source)
         bar.update(1)
 
 

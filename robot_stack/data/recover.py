@@ -39,7 +39,7 @@ def recover(path: str | os.PathLike, keep: bool, task: str | int | None = None) 
             row = {name: array[writer.n_episodes] for name, array in store.episode_fields.items()}
             success = None if row["success"] == UNKNOWN else bool(row["success"])
             task_arg = None if row["task"] == UNKNOWN else int(row["task"])
-            index = writer.commit_episode(task_arg, success, str(row["operator"]), str(row["notes"]))
+            index = writer.commit_episode(task_arg, success, str(row["operator"]), str(row["notes"]), str(row["source"]))
         else:
             index = writer.commit_episode(task, None, notes="recovered")
     else:

@@ -5,6 +5,7 @@ and as text), and the validation problems with unusable input told apart from a 
 from __future__ import annotations
 
 import json
+from collections import Counter
 import math
 import os
 from pathlib import Path
@@ -20,7 +21,8 @@ from robot_stack.errors import DatasetError
 
 
 def dataset_info(ds: Dataset) -> dict[str, Any]:
-    """A JSON-able summary: counts, durations [s], size [bytes], features, tasks, success, labels, provenance."""
+    """A JSON-able summary: counts, durations [s], size [bytes], features, tasks, success, episode sources
+    ({source: episodes}, "" = unknown), labels, provenance."""
     table = ds.episode_table()
     success = table["success"]
     attrs = _root_attrs(ds)
@@ -64,6 +66,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
         "success": {"succeeded": int((success == 1).sum()), "failed": int((success == 0).sum()),
                     "unknown": int((success == UNKNOWN).sum()), "marked": int(table["marked"].sum())},
         "success_rate": None if math.isnan(rate) else rate,
+        "sources": dict(sorted(Counter(table["source"].tolist()).items())),
         "size_bytes": ds.size_bytes(),
         "unfinished_frames": ds.unfinished_frames,
         "chunks_read": False,  # info reads metadata only; validate reads every chunk
@@ -122,6 +125,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"success    {info['success_rate']:.0%} of known outcomes ({s['succeeded']} succeeded, "
                      f"{s['failed']} failed, {s['unknown']} unknown)"
                      + (f"; {s['marked']} marked by an operator (robot-stack data mark)" if s["marked"] else ""))
+    if info["sources"]:
+        lines.append("sources    " + ", ".join(f"{source or 'unknown'} {count}" for source, count in info["sources"].items()))
     if info["unfinished_frames"]:
         lines.append(f"unfinished {info['unfinished_frames']} frames past the last committed episode (a recording that "
                      f"stopped without commit or discard): run `robot-stack data recover {info['path']} --keep` or `--drop`")
@@ -171,15 +176,15 @@ def episode_rows(ds: Dataset) -> list[dict[str, Any]]:
         e = ds.episode_info(i)
         rows.append({"index": i, "start": e.start, "stop": e.stop, "length": e.length, "task": e.task_text,
                      "success": e.success, "marked": e.marked, "start_time": e.start_time, "duration": e.duration,
-                     "operator": e.operator, "notes": e.notes})
+                     "operator": e.operator, "notes": e.notes, "source": e.source})
     return rows
 
 
 def format_episodes(rows: list[dict[str, Any]]) -> str:
-    lines = [f"  {'ep':>4}  {'frames':>7}  {'duration':>9}  {'success':7}  task / notes"]
+    lines = [f"  {'ep':>4}  {'frames':>7}  {'duration':>9}  {'success':7}  task / notes (source)"]
     for row in rows:
         success = {True: "yes", False: "no", None: "?"}[row["success"]] + (" (m)" if row["marked"] else "")
-        extra = f"  [{row['notes']}]" if row["notes"] else ""
+        extra = (f"  [{row['notes']}]" if row["notes"] else "") + (f"  ({row['source']})" if row["source"] else "")
         lines.append(f"  {row['index']:>4}  {row['length']:>7}  {row['duration']:>8.2f}s  {success:7}  {row['task'] or '-'}{extra}")
     if any(row["marked"] for row in rows):
         lines.append("  (m): outcome marked by an operator (robot-stack data mark), not recorded")

@@ -38,7 +38,14 @@ EPISODE_FIELDS: dict[str, Any] = {
     "duration": "float64",  # s, last timestamp - first timestamp
     "operator": str,
     "notes": str,
+    "source": str,  # what produced the episode: one of EPISODE_SOURCES, "" unknown
 }
+EPISODE_SOURCES = ("teleop", "scripted", "policy", "online", "import")
+"""Values of meta/episodes/source: an operator teleoperating, a scripted expert, a policy acting alone, an
+online learner's actor (a policy, possibly corrected by the operator: data/intervention), another format."""
+ADDED_EPISODE_FIELDS: dict[str, str] = {"source": ""}
+"""Episode text fields added after datasets were first written, with the value an episode of a dataset without
+the field reads as. Readers fill it in; a writer appending to such a dataset adds the array (rows of that value)."""
 UNKNOWN = -1
 UNWRITTEN_END = -1
 """Fill value of meta/episode_ends: the slot a commit grew but was killed before writing reads as this."""

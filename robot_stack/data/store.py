@@ -21,6 +21,7 @@ import zarr
 
 from robot_stack import __version__
 from robot_stack.data.schema import (
+    ADDED_EPISODE_FIELDS,
     EPISODE_FIELDS,
     FORMAT,
     LOW_DIM_CHUNK_BYTES,
@@ -159,7 +160,9 @@ class Store:
                                    f"features say {spec.dtype} {spec.shape}: the dataset is damaged; {RESTORE}")
             data[name] = array.with_config(WRITE_CONFIG) if writable else array
         episode_group = member(meta, "episodes", path)
-        fields = {name: member(episode_group, name, path) for name in EPISODE_FIELDS}
+        # A dataset written before a field was added lacks its array: readers fill in its value, writers add it.
+        fields = {name: member(episode_group, name, path) for name in EPISODE_FIELDS
+                  if name not in ADDED_EPISODE_FIELDS or name in episode_group}
         if writable:
             fields = {name: array.with_config(WRITE_CONFIG) for name, array in fields.items()}
         ends_array = member(meta, "episode_ends", path)

@@ -20,8 +20,10 @@ import zarr
 
 from robot_stack import __version__
 from robot_stack.data.schema import (
+    ADDED_EPISODE_FIELDS,
     EPISODE_FIELDS,
     EPISODE_ROWS_PER_CHUNK,
+    EPISODE_SOURCES,
     IMAGE_SHARD_BYTES,
     TIMESTAMP,
     UNKNOWN,
@@ -43,6 +45,21 @@ def _as_task_index(task: str | int | None, tasks: list[str]) -> int:
             raise DatasetError(f"task index {task} is out of range: the dataset has {len(tasks)} tasks")
         return int(task)
     return tasks.index(task) if task in tasks else len(tasks)
+
+
+def _add_episode_fields(store: Store) -> None:
+    """Give a dataset written before an episode field existed that field's array, one row per existing row
+    holding the value such episodes read as (ADDED_EPISODE_FIELDS), so that commits can write their rows."""
+    rows = max(array.shape[0] for array in store.episode_fields.values())
+    for name, value in ADDED_EPISODE_FIELDS.items():
+        if name in store.episode_fields:
+            continue
+        with writing(store.path, f"meta/episodes/{name}"):
+            array = store.meta["episodes"].create_array(
+                name, shape=(rows,), dtype=EPISODE_FIELDS[name], chunks=(EPISODE_ROWS_PER_CHUNK,), fill_value=value,
+                compressors=compressor(), config=WRITE_CONFIG)
+            array[:] = value  # chunks stored, as every other array's are (a missing chunk file is damage)
+        store.episode_fields[name] = array
 
 
 class DatasetWriter:
@@ -164,6 +181,7 @@ class DatasetWriter:
     def _open(cls, path: Path, flush_interval_s: float) -> DatasetWriter:
         """Open for writing and adopt frames past the last commit as the current episode (they are flushed)."""
         store = Store.open(path, writable=True)
+        _add_episode_fields(store)
         flush_frames = max(1, round(store.schema.record_hz * flush_interval_s))
         writer = cls(store, flush_interval_s, flush_frames)
         committed = store.committed_frames
@@ -300,13 +318,17 @@ class DatasetWriter:
             self._store.meta.update_attributes({"written_frames": stop})
         return stop
 
-    def commit_episode(self, task: str | int | None, success: bool | None, operator: str = "", notes: str = "") -> int:
+    def commit_episode(self, task: str | int | None, success: bool | None, operator: str = "", notes: str = "",
+                       source: str = "") -> int:
         """Make the current episode part of the dataset and return its index.
 
         task: the task text (added to the dataset's tasks if new), its index, or None if unknown;
-        success: whether the task was achieved (None: unknown). Writes the episode's row first and extends
-        meta/episode_ends last: that write is the commit.
+        success: whether the task was achieved (None: unknown); source: what produced the episode, one of
+        schema.EPISODE_SOURCES or "" (unknown). Writes the episode's row first and extends meta/episode_ends
+        last: that write is the commit.
         """
+        if source and source not in EPISODE_SOURCES:
+            raise DatasetError(f"episode source {source!r} is not one of {', '.join(EPISODE_SOURCES)} (or empty: unknown)")
         if self.episode_frames == 0:
             raise DatasetError("nothing to commit: append frames to the episode first")
         self.flush()
@@ -319,6 +341,7 @@ class DatasetWriter:
             "duration": self._last_time - self._first_time,
             "operator": str(operator),
             "notes": str(notes),
+            "source": source,
         }
         with writing(self.path, f"episode {index}"):
             if task_index == len(self.schema.tasks):
