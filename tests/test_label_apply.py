@@ -7,6 +7,7 @@ runs that keep no model, runs made before models were kept and damaged models ar
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import shutil
 
@@ -48,6 +49,12 @@ def reach(reach_pixels) -> Dataset:
     labels/apply-success)."""
     label(reach_pixels, "progress", "apply-progress", input="pixels")
     return label(reach_pixels, "success", "apply-success", input="pixels")
+
+
+@pytest.fixture(scope="module")
+def with_preference(reach) -> Dataset:
+    """`reach` with a small preference run as well (labels/apply-preference: the time judge, a CNN on pixels)."""
+    return label(reach, "preference", "apply-preference", judge="time", pixels=True, pairs=60, ensemble=1, steps=20)
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +133,8 @@ def test_frames_of_the_wrong_camera_or_size_are_one_line_errors(reach):
     assert "\n" not in str(error.value)
 
 
-def test_a_preference_run_keeps_no_model_and_says_to_label_with_progress_or_success(reach):
-    ds = label(reach, "preference", "apply-preference", judge="time", pixels=True, pairs=60, ensemble=1, steps=20)
+def test_a_preference_run_keeps_no_model_and_says_to_label_with_progress_or_success(with_preference):
+    ds = with_preference
     with pytest.raises(LabelError, match=r"made by the 'preference' labeler, which keeps no model to score new "
                                          r"episodes: label the dataset with --labeler progress or success") as error:
         label_reward_model(ds, "apply-preference")
@@ -179,3 +186,19 @@ def test_a_damaged_saved_model_is_a_one_line_error(reach, tmp_path):
     array.update_attributes({"sha256": hashlib.sha256(garbage.tobytes()).hexdigest()})
     with pytest.raises(LabelError, match=r"is damaged \(its weights do not load"):
         label_reward_model(path, "apply-progress")
+
+
+
+def test_label_list_says_which_runs_reward_episodes_recorded_later(with_preference, capsys):
+    ds = with_preference
+    assert cli(["label", "list", str(ds.path)]) == 0
+    blocks: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith(" "):
+            current = line.split()[0]
+        blocks[current] = blocks.get(current, "") + line + "\n"
+    assert "model kept: rewards episodes recorded later" in blocks["apply-progress"]
+    assert "model kept" in blocks["apply-success"] and "model kept" not in blocks["apply-preference"]
+    assert cli(["label", "list", str(ds.path), "--json"]) == 0
+    rows = {row["run"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["apply-progress"]["scores_new_episodes"] and not rows["apply-preference"]["scores_new_episodes"]

@@ -127,6 +127,7 @@ def run_rows(path: str) -> list[dict[str, Any]]:
     """One dict per reward label run of the dataset at `path`: its name, completeness and provenance."""
     from robot_stack.data import Dataset
     from robot_stack.errors import DatasetError
+    from robot_stack.label.apply import has_reward_model
 
     ds = Dataset.open(path)
     rows = []
@@ -139,7 +140,8 @@ def run_rows(path: str) -> list[dict[str, Any]]:
         rows.append({"run": name, "complete": True, "current": attrs.get("dataset_fingerprint") == ds.fingerprint(),
                      **{key: attrs.get(key) for key in ("labeler", "judge", "model", "camera", "task", "prompts",
                                                         "config", "created", "calibration", "cost")},
-                     "ground_truth_used": bool(attrs.get("ground_truth_used", False))})
+                     "ground_truth_used": bool(attrs.get("ground_truth_used", False)),
+                     "scores_new_episodes": has_reward_model(ds, name)})
     return rows
 
 
@@ -165,5 +167,7 @@ def list_runs(args: argparse.Namespace) -> int:
                  f"  model {row['model'] or '-'}" + (f", camera {row['camera']}" if row["camera"] else ""),
                  f"  task {row['task']!r}" + (f", prompts {json.dumps(row['prompts'])}" if row["prompts"] else ""),
                  f"  created {row['created']}, calibration {mapping}"]
+        if row["scores_new_episodes"]:
+            lines.append("  model kept: rewards episodes recorded later (online fine-tuning) as it labeled these")
         print("\n".join(lines))
     return 0
