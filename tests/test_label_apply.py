@@ -72,6 +72,7 @@ def test_saved_model_scores_the_datasets_own_episodes_exactly_as_the_run_labeled
     labels = reach.read_labels(run)
     model = label_reward_model(reach, f"labels/{run}")
     assert model.features == {CAMERA: (32, 32, 3)} and model.labeler == run.removeprefix("apply-")
+    assert not model.ground_truth_used
     for episode in range(reach.n_episodes):
         rewards = model.rewards(episode_frames(reach, episode))
         assert rewards.dtype == np.float32 and rewards.shape == (reach.episode_info(episode).length,)

@@ -69,13 +69,15 @@ def has_reward_model(ds: Dataset, run: str) -> bool:
 class RewardModel:
     """A label run's frame model with its calibration: per-frame rewards of one episode at a time.
 
-    run, labeler: where it came from; features: {image feature: (H, W, 3)} the frames `rewards` needs, uint8 at
+    run, labeler, dataset: where it came from; ground_truth_used: the run's model learnt from recorded sim ground
+    truth (success labels=sim_success), so its rewards measure the rest of the chain only; features: {image feature: (H, W, 3)} the frames `rewards` needs, uint8 at
     exactly that size (render or record that camera at that size); calibration: the run's {scale, offset, ...}.
     """
 
     def __init__(self, ds: Dataset, run: str, attrs: Mapping[str, Any], saved: SavedModel, device: str) -> None:
         self.run, self.labeler = run, attrs["labeler"]
         self.dataset = str(ds.path)
+        self.ground_truth_used = bool(attrs.get("ground_truth_used", False))
         self.camera = saved.attrs["camera"]
         self.features: dict[str, tuple[int, ...]] = {self.camera: tuple(saved.attrs["camera_shape"])}
         self.calibration: dict[str, Any] = dict(attrs["calibration"])
