@@ -127,7 +127,8 @@ def test_embeddings_run_embeds_new_frames_with_the_runs_clip_and_matches_its_lab
 
 def test_frames_of_the_wrong_camera_or_size_are_one_line_errors(reach):
     model = label_reward_model(reach, "apply-progress")
-    with pytest.raises(LabelError, match=r"scores image.top frames, and this episode has none.*record image.top at 32x32"):
+    with pytest.raises(LabelError, match=r"scores image.top frames, and this episode has none.*record image.top "
+                                         r"at 32x32"):
         model.rewards({"image.side": np.zeros((4, 32, 32, 3), np.uint8)})
     with pytest.raises(LabelError, match=r"32x32x3 uint8, got uint8 \[64, 64, 3\]: record image.top at 32x32") as error:
         model.rewards({CAMERA: np.zeros((4, 64, 64, 3), np.uint8)})

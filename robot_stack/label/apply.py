@@ -70,8 +70,10 @@ class RewardModel:
     """A label run's frame model with its calibration: per-frame rewards of one episode at a time.
 
     run, labeler, dataset: where it came from; ground_truth_used: the run's model learnt from recorded sim ground
-    truth (success labels=sim_success), so its rewards measure the rest of the chain only; features: {image feature: (H, W, 3)} the frames `rewards` needs, uint8 at
-    exactly that size (render or record that camera at that size); calibration: the run's {scale, offset, ...}.
+    truth (success labels=sim_success), so its rewards measure the rest of the chain only; features: {image
+    feature: (H, W, 3)} the frames `rewards` needs, uint8 at exactly that size (render or record that camera at
+    that size); calibration: the run's {scale, offset, ...}. rewards() sets torch's CPU thread count to the
+    run's `threads` while it runs (as the labelers do): call it from one thread at a time.
     """
 
     def __init__(self, ds: Dataset, run: str, attrs: Mapping[str, Any], saved: SavedModel, device: str) -> None:
