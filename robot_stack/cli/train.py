@@ -1,4 +1,5 @@
-"""``robot-stack train``: offline RL (IQL, CQL, TD3+BC) and BC on a dataset; thin over robot_stack.learn."""
+"""``robot-stack train``: offline RL and BC on a dataset, and offline-to-online fine-tuning (--online); thin over
+robot_stack.learn (and robot_stack.online for the robot target)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 from pathlib import Path
 
 from robot_stack.cli import arguments
+from robot_stack.learn.algorithms import ALGORITHMS
 
 DESCRIPTION = """\
-Train a policy offline on a robot_stack dataset. The algorithm's defaults are its paper's
+Train a policy offline on a robot_stack dataset, and with --online fine-tune it by interacting: in a sim
+env (sim:TASK[:PRESET]) or on a robot over ROS 2 (robot). The algorithm's defaults are its paper's
 (robot_stack/learn/configs/<algo>.yaml); --config FILE and --set key=value change them. Every run
 folder keeps the full config, the dataset fingerprint, the reward source, checkpoints, TensorBoard
-logs (tensorboard --logdir RUN/tb) and, when the dataset's robot is a sim task, sim evaluations."""
+logs (tensorboard --logdir RUN/tb) and, when the dataset's robot is a sim task, sim evaluations.
+An online run's folder also holds switch.pt (the pre-trained policy), online.zarr (every online
+episode, source online) and curve.png (success rate and return over env steps)."""
 
 EPILOG = """\
 reward sources:
@@ -29,14 +34,21 @@ examples (paths are relative to the folder you run in):
   robot-stack train --resume runs/iql-reach2d-20261121-101500 --steps 50000 --device cuda --eval-every 5000
   robot-stack train --algo iql --dataset d.zarr --print-config
 
+offline-to-online (offline phase of --steps updates, the switch, then --online-steps env steps):
+  robot-stack train --algo iql --dataset data/reach2d.zarr --steps 5000 --online sim:reach2d --online-steps 5000
+  robot-stack train --algo rlpd --dataset data/lift.zarr --online sim:lift --online-steps 50000 --utd 20
+  robot-stack train --algo wsrl --dataset data/lift.zarr --online sim:lift:real --warmup-steps 5000 --num-envs 2
+  robot-stack train --algo calql --dataset data/reach2d.zarr --online robot --online-dataset data/online.zarr
+  robot-stack train --resume runs/iql-reach2d-20261207-190000 --online-steps 20000
+
 Bad input (no dataset, unknown feature, missing label run, bad config key) is a one-line error, exit 2."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train a policy offline (iql, cql, td3bc, bc)",
+    parser = subparsers.add_parser("train", help="train a policy offline, and fine-tune it online (--online)",
                                    description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algo", choices=["iql", "cql", "td3bc", "bc"], help="the algorithm (required unless --resume)")
+    parser.add_argument("--algo", choices=list(ALGORITHMS), help="the algorithm (required unless --resume)")
     parser.add_argument("--dataset", help="the dataset folder (NAME.zarr)")
     parser.add_argument("--reward", help="reward source: sim, success, labels/<run> or none (default: the algorithm's config)")
     parser.add_argument("--obs", type=_names, help="state features, comma-separated (default: every feature of kind 'state')")
@@ -48,6 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto (default: cuda if present), cpu, cuda, cuda:N")
     parser.add_argument("--eval-every", type=int, help="steps between sim evaluations (0: at the end only, -1: never)")
     parser.add_argument("--eval-episodes", type=arguments.positive_int)
+    online = parser.add_argument_group("online fine-tuning (after the --steps offline updates)")
+    online.add_argument("--online", metavar="TARGET",
+                        help="sim:TASK[:PRESET] (a sim gymnasium env, e.g. sim:reach2d, sim:lift:real) or robot (the ROS 2 "
+                             "actor/learner loop)")
+    online.add_argument("--online-steps", type=arguments.positive_int, help="environment steps of the online phase")
+    online.add_argument("--utd", type=arguments.positive_int, help="gradient updates per environment step")
+    online.add_argument("--online-ratio", type=_ratio,
+                        help="share of each batch from online data: a number in [0, 1] (1 drops the offline data) or "
+                             "proportional (uniform over offline + online)")
+    online.add_argument("--warmup-steps", type=arguments.non_negative_int,
+                        help="env steps of the frozen pre-trained policy opening the online phase, no updates (WSRL)")
+    online.add_argument("--num-envs", type=arguments.positive_int, help="sim envs stepped side by side")
+    online.add_argument("--online-eval-every", type=arguments.non_negative_int,
+                        help="env steps between sim evaluations in the online phase (0: at the end only)")
+    online.add_argument("--online-dataset", help="where online episodes are written (sim; default RUN/online.zarr) or "
+                                                 "land (robot)")
     parser.add_argument("--config", help="a YAML config file (TrainConfig keys; algorithm: {...})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set algorithm.expectile=0.9 (repeatable)")
@@ -63,14 +91,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # With --resume: flags that change how long, where and how the run is evaluated apply (flag -> TrainConfig field,
 # config.RESUME_SETTINGS); flags that say what it learns must match its saved config or be left out.
 RESUME_APPLIES = {"--steps": "steps", "--device": "device", "--eval-every": "eval_every",
-                  "--eval-episodes": "eval_episodes"}
+                  "--eval-episodes": "eval_episodes", "--online-steps": "online_steps",
+                  "--online-eval-every": "online_eval_every"}
 RESUME_MUST_MATCH = {"--algo": "algo", "--dataset": "dataset", "--reward": "reward", "--obs": "observations",
                      "--images": "images", "--image-encoder": "image_encoder", "--batch-size": "batch_size",
-                     "--seed": "seed"}
+                     "--seed": "seed", "--online": "online", "--utd": "utd", "--online-ratio": "online_ratio",
+                     "--warmup-steps": "warmup_steps", "--num-envs": "num_envs", "--online-dataset": "online_dataset"}
 
 
 def _dest(flag: str) -> str:
     return {"--obs": "obs"}.get(flag, flag[2:].replace("-", "_"))
+
+
+def _ratio(text: str) -> float | str:
+    if text == "proportional":
+        return text
+    return arguments.number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1] or proportional")(text)
 
 
 def _names(text: str) -> list[str]:
@@ -104,19 +140,53 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(resume=args.resume, changes=changes, progress=not args.no_progress)
     else:
         if not args.algo and not args.config:
-            raise LearnError("give --algo (iql, cql, td3bc, bc), or --resume RUN")
+            raise LearnError(f"give --algo ({', '.join(ALGORITHMS)}), or --resume RUN")
         fields = {"dataset": args.dataset, "reward": args.reward, "observations": args.obs, "images": args.images,
                   "image_encoder": args.image_encoder, "steps": args.steps, "batch_size": args.batch_size,
                   "seed": args.seed, "device": args.device, "eval_every": args.eval_every,
-                  "eval_episodes": args.eval_episodes, "out": args.out}
+                  "eval_episodes": args.eval_episodes, "out": args.out} | {
+                  field: getattr(args, _dest(flag)) for flag, field in ONLINE_FLAGS.items()}
         config = load_config(args.algo, args.config, _overrides(args.set), **fields)
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
+        if not config.online:
+            given = [flag for flag in ONLINE_FLAGS if flag != "--online" and getattr(args, _dest(flag)) is not None]
+            if given:
+                raise LearnError(f"{', '.join(given)} apply to the online phase: add --online sim:TASK or --online robot")
+        if config.online and config.algo == "bc":
+            raise LearnError("--online needs an algorithm that learns from rewards (bc only imitates): use iql, "
+                             "calql, rlpd or wsrl")
         trainer = Trainer(config, progress=not args.no_progress)
-    result = trainer.run()
+    result = _train(trainer, not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
+
+
+ONLINE_FLAGS = {"--online": "online", "--online-steps": "online_steps", "--utd": "utd", "--online-ratio": "online_ratio",
+                "--warmup-steps": "warmup_steps", "--num-envs": "num_envs", "--online-eval-every": "online_eval_every",
+                "--online-dataset": "online_dataset"}
+
+
+def _train(trainer, progress: bool) -> dict:
+    """Offline only, the sim online target, or the robot learner (engineer D's robot_stack.online)."""
+    from robot_stack.errors import LearnError
+
+    online = trainer.config.online
+    if not online:
+        return trainer.run()
+    from robot_stack.learn.online import OnlineRun, run_online
+
+    if online != "robot":
+        return run_online(trainer, progress=progress)
+    try:
+        from robot_stack.online.robot import run_robot_learner
+    except ModuleNotFoundError as error:
+        if error.name not in ("robot_stack.online", "robot_stack.online.robot"):
+            raise
+        raise LearnError("--online robot: the robot learner (robot_stack.online) is not part of this robot_stack; "
+                         "fine-tune in the sim with --online sim:TASK") from None
+    return run_robot_learner(OnlineRun(trainer), progress=progress)
 
 
 def _saved_config(run: str):

@@ -56,13 +56,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class StepFunction:
-    """sample + update + loss sums, eager, compiled, or replayed from a CUDA graph (one per update_actor value).
+    """sample + update + loss sums, eager, compiled, or replayed from a CUDA graph (one per update_actor value
+    and sampler mode: `replay` may be a ReplayBuffer or an online_replay.MixedSampler, whose `mode` says which
+    buffers a batch comes from).
 
     The losses of each step are added into device tensors inside the step (so inside the graph too);
     `read()` returns their means since the last read: the loop's one host sync, every log_every steps.
     """
 
-    def __init__(self, replay: ReplayBuffer, algorithm: Algorithm, config: TrainConfig, device: torch.device,
+    def __init__(self, replay: Any, algorithm: Algorithm, config: TrainConfig, device: torch.device,
                  log: Callable[[str], None]) -> None:
         self.replay, self.algorithm, self.batch_size = replay, algorithm, config.batch_size
         self.autocast = config.bf16 and device.type == "cuda"
@@ -77,9 +79,9 @@ class StepFunction:
             # captured in one graph below.
             function = torch.compile(self._step, dynamic=False)
         self.function = function
-        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[tuple[bool, str], torch.cuda.CUDAGraph] = {}
         self.sums: dict[str, Tensor] = {}  # running loss sums, allocated on the first step (fixed addresses)
-        self.keys: dict[bool, list[str]] = {}  # the losses each kind of step returns
+        self.keys: dict[tuple[bool, str], list[str]] = {}  # the losses each kind of step returns
         self.counts: dict[str, int] = {}
         self.log = log
 
@@ -94,18 +96,20 @@ class StepFunction:
         return list(metrics)
 
     def __call__(self, update_actor: bool) -> None:
-        if update_actor not in self.keys:
-            self.keys[update_actor] = self._step(update_actor)  # eager: learns the loss names, allocates the sums
+        kind = (update_actor, getattr(self.replay, "mode", ""))
+        if kind not in self.keys:
+            self.keys[kind] = self._step(update_actor)  # eager: learns the loss names, allocates the sums
             if self.graphed:
-                self._capture(update_actor)
-        elif update_actor in self.graphs:
-            self.graphs[update_actor].replay()
+                self._capture(kind)
+        elif kind in self.graphs:
+            self.graphs[kind].replay()
         else:
             self.function(update_actor)
-        for key in self.keys[update_actor]:
+        for key in self.keys[kind]:
             self.counts[key] = self.counts.get(key, 0) + 1
 
-    def _capture(self, update_actor: bool) -> None:
+    def _capture(self, kind: tuple[bool, str]) -> None:
+        update_actor = kind[0]
         # The documented whole-network capture: warm up on a side stream (optimizer state, compiled kernels), then
         # capture. The 3 warm-up updates are real updates the step count does not show (restoring the state
         # instead would swap the optimizer's tensors for new ones that the graph does not use).
@@ -119,7 +123,7 @@ class StepFunction:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self.function(update_actor)
-            self.graphs[update_actor] = graph
+            self.graphs[kind] = graph
         except RuntimeError as error:  # a model with host syncs cannot be captured: run it as it is
             self.log(f"CUDA graph capture failed ({str(error).splitlines()[0]}); running without graphs")
             self.graphed = False
@@ -148,16 +152,19 @@ class Trainer:
         self.log = log or (lambda text: print(text, file=sys.stderr))
         self.progress = progress
         self.start_step = 0
+        self.online_state: dict[str, Any] | None = None  # an online run's phase, env steps, episodes (its checkpoints)
         checkpoint = None
         if resume is not None:
             checkpoint = load_checkpoint(latest_checkpoint(Path(resume)), "cpu")
             config, self.run_dir = resumed_config(config_from_dict(checkpoint["config"]), changes or {}), Path(resume)
             self.start_step = int(checkpoint["step"])
+            self.online_state = checkpoint.get("online")
         if config is None:
             raise LearnError("give a TrainConfig or a run folder to resume")
         if steps is not None:
             config.steps = int(steps)
-        if self.start_step >= config.steps:
+        # An online run's end is its env steps (robot_stack.learn.online checks them); an offline run's its updates.
+        if not config.online and self.start_step >= config.steps:
             raise LearnError(f"run {resume} already trained {self.start_step} steps: resume with --steps above that")
         self.config = config
         if not config.dataset:
@@ -202,6 +209,11 @@ class Trainer:
                                  "or choose another --out")
         self.task = None if config.eval_env == "none" else (
             config.eval_env if config.eval_env != "auto" else sim_task_of(self.dataset.robot))
+        self.env_options: dict[str, Any] = {}  # extra make_env arguments of evaluations (an online target's dynamics)
+        self.batches: Any = self.replay  # what the step samples from (an online run puts its mixed sampler here)
+        self.eval_fields: dict[str, Any] = {}  # added to each eval.jsonl row (an online run's phase and env steps)
+        self.writer: Any = None
+        self.step_function: StepFunction | None = None
 
     def _embeddings(self) -> dict[str, np.ndarray] | None:
         config = self.config
@@ -217,15 +229,47 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        config, algorithm = self.config, self.algorithm
+        """Train the offline run to its steps, evaluate, write result.json and return it."""
+        config = self.config
+        if config.online:
+            raise LearnError(f"this run has an online phase ({config.online}): run it with "
+                             "robot_stack.learn.online.run_online(trainer) (robot-stack train --online does)")
+        self.open_run()
+        started = time.perf_counter()
+        last_eval = self.train_offline()
+        seconds = time.perf_counter() - started
+        self.save_checkpoint(config.steps)
+        if last_eval is None and config.eval_every >= 0 and self.task is not None and config.steps > self.start_step:
+            last_eval = self._evaluate(config.steps, self.writer)
+        if self.writer:
+            self.writer.close()
+        result = {"algo": config.algo, "dataset": str(self.dataset.path), "dataset_fingerprint": self.fingerprint,
+                  "steps": config.steps, "seed": config.seed, "seconds": round(seconds, 2),
+                  "updates_per_s": round((config.steps - self.start_step) / max(seconds, 1e-9), 1),
+                  "device": str(self.device), "evaluation": _without_rows(last_eval), "run_dir": str(self.run_dir)}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def open_run(self) -> None:
+        """The run folder, its config and run.json, the TensorBoard writer and the step function."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         self._write_run_files()
-        writer = _summary_writer(self.run_dir / "tb", self.log)
-        step_function = StepFunction(self.replay, algorithm, config, self.device, self.log)
-        every = algorithm.actor_every
+        self.writer = _summary_writer(self.run_dir / "tb", self.log)
+        self.step_function = StepFunction(self.batches, self.algorithm, self.config, self.device, self.log)
+
+    def schedule_steps(self) -> int:
+        """The updates the algorithm's schedules (IQL's cosine actor decay) span: the offline phase's, plus the
+        online phase's (online_steps * utd) when there is one, so a fine-tuned actor keeps learning."""
+        config = self.config
+        return config.steps + (config.online_steps * config.utd if config.online else 0)
+
+    def train_offline(self) -> dict[str, Any] | None:
+        """The offline updates from start_step to config.steps (logs, evaluations, checkpoints); the last evaluation."""
+        config, algorithm, writer, step_function = self.config, self.algorithm, self.writer, self.step_function
+        assert step_function is not None, "open_run() first"
+        every, total = algorithm.actor_every, self.schedule_steps()
         window_start, window_steps = time.perf_counter(), 0
-        started = time.perf_counter()
         last_eval: dict[str, Any] | None = None
         means: dict[str, float] = {}
         from tqdm import tqdm
@@ -236,7 +280,7 @@ class Trainer:
         step = self.start_step
         try:
             for step in range(self.start_step, config.steps):
-                algorithm.schedule(step, config.steps)
+                algorithm.schedule(step, total)
                 step_function((step + 1) % every == 0)
                 window_steps += 1
                 done = step + 1
@@ -265,18 +309,7 @@ class Trainer:
             self.log(f"interrupted at step {step}: checkpoint {path}; continue with --resume {self.run_dir}")
             raise
         bar.close()
-        seconds = time.perf_counter() - started
-        self.save_checkpoint(config.steps)
-        if last_eval is None and config.eval_every >= 0 and self.task is not None and config.steps > self.start_step:
-            last_eval = self._evaluate(config.steps, writer)
-        if writer:
-            writer.close()
-        result = {"algo": config.algo, "dataset": str(self.dataset.path), "dataset_fingerprint": self.fingerprint,
-                  "steps": config.steps, "seed": config.seed, "seconds": round(seconds, 2),
-                  "updates_per_s": round((config.steps - self.start_step) / max(seconds, 1e-9), 1),
-                  "device": str(self.device), "evaluation": _without_rows(last_eval), "run_dir": str(self.run_dir)}
-        (self.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
+        return last_eval
 
     def _due(self, done: int, every: int) -> bool:
         if self.task is None or every < 0:
@@ -285,11 +318,11 @@ class Trainer:
 
     def _evaluate(self, step: int, writer: Any) -> dict[str, Any]:
         config = self.config
-        env = make_env(self.task, self.spec)
+        env = make_env(self.task, self.spec, **self.env_options)
         self.algorithm.train(False)
         try:
             policy = PolicyRunner(self.algorithm.act, self.spec, self.device, self._embed_function())
-            result = evaluate(policy, env, config.eval_episodes, config.eval_seed) | {"step": step}
+            result = evaluate(policy, env, config.eval_episodes, config.eval_seed) | {"step": step} | self.eval_fields
         finally:
             env.close()
             self.algorithm.train(True)
@@ -333,13 +366,16 @@ class Trainer:
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    def save_checkpoint(self, step: int) -> Path:
+    def save_checkpoint(self, step: int, name: str = "") -> Path:
+        """checkpoints/step_<step>.pt (or <name>.pt) and latest.pt, each replaced whole."""
         state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
                  "config": self.config.to_dict(), "spec": self.spec.to_json(),
                  "dataset_fingerprint": self.fingerprint, "episode_outcomes": self.outcomes,
                  "algorithm": self.algorithm.state_dict(), "rng": _get_rng()}
+        if self.online_state is not None:
+            state["online"] = dict(self.online_state)
         folder = self.run_dir / "checkpoints"
-        path = folder / f"step_{step:08d}.pt"
+        path = folder / (f"{name}.pt" if name else f"step_{step:08d}.pt")
         temporary = path.with_suffix(".tmp")
         torch.save(state, temporary)
         temporary.replace(path)  # a kill while saving leaves the previous checkpoint whole
