@@ -20,8 +20,9 @@ from torch.distributions import Normal
 from robot_stack.errors import LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm, adam, set_lr
-from robot_stack.learn.algorithms.cql import binary_indices, cql_penalty
+from robot_stack.learn.algorithms.cql import cql_penalty
 from robot_stack.learn.algorithms.iql import awr_weights, expectile_loss
+from robot_stack.learn.algorithms.sac import binary_indices
 from robot_stack.learn.algorithms.td3bc import td3bc_lambda
 from robot_stack.learn.config import load_config
 from robot_stack.learn.networks import QEnsemble

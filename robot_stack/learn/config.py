@@ -58,19 +58,37 @@ class IQLConfig:
 
 
 @dataclass
-class CQLConfig:
+class SACConfig:
+    """SAC (Haarnoja et al. 2018): squashed Gaussian actor, automatic entropy temperature, a critic ensemble whose
+    target is the min over a random subset of its members (REDQ's, as RLPD uses)."""
+
+    tau: float = 0.005  # target network soft-update rate
+    n_critics: int = 2
+    critic_subset: int | None = None  # target: min over this many target critics drawn at random each update (None: all)
+    layer_norm: bool = False  # LayerNorm after each hidden layer of the critics (RLPD)
+    actor_q: str = "min"  # the Q the actor ascends: "min" over the critics (SAC's clipped double Q) or their "mean" (RLPD, WSRL)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4  # entropy temperature (SAC's automatic tuning)
+    target_entropy: float | None = None  # None: target_entropy_per_element x the number of Gaussian command elements
+    target_entropy_per_element: float = -1.0  # SAC's -dim(A); RLPD's code uses -dim(A)/2
+    backup_entropy: bool = True  # subtract alpha * log pi(a'|s') in the TD target (soft Bellman backup)
+    actor_every: int = 1  # actor and temperature update once per this many critic updates (0: once per env step, i.e. utd)
+    # Command elements (names from the robot's command_spec, or indices) that act as open/close, e.g. [gripper]:
+    # the actor is a Bernoulli over their bounds and the critic sees them at a bound (see TanhGaussianActor).
+    binary_actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CQLConfig(SACConfig):
     """CQL(H) (Kumar et al. 2020) on SAC: logsumexp over sampled actions pushes down out-of-data Q."""
 
     alpha: float = 5.0  # weight of the conservative penalty (the paper's alpha for continuous control)
     n_actions: int = 10  # sampled actions per state for the logsumexp (random, policy at s, policy at s')
     temperature: float = 1.0
-    tau: float = 0.005
-    n_critics: int = 2
     actor_lr: float = 1e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 1e-4  # entropy temperature (SAC's automatic tuning)
-    target_entropy: float | None = None  # None: -action_dim
-    backup_entropy: bool = False  # subtract alpha * log pi in the TD target (the paper's code does not)
+    alpha_lr: float = 1e-4
+    backup_entropy: bool = False  # the paper's code does not subtract alpha * log pi in the TD target
     # The authors' options for hard, sparse tasks (AntMaze, robot manipulation); off = the paper's CQL(H).
     bc_steps: int = 0  # actor warm-start: maximise log pi(a_data|s) (+ entropy) for the first bc_steps updates
     max_target_backup: bool = False  # target: max over n_actions policy samples at s' of min_i Q_targ_i
@@ -80,12 +98,45 @@ class CQLConfig:
     alpha_prime_lr: float = 3e-4  # learning rate of log alpha' (CQL-Lagrange)
     # Cal-QL (Nakamoto et al. 2023): the penalty never pushes Q(s, a ~ pi) below the data's return-to-go at s.
     calibrated: bool = False
-    # Command elements (names from the robot's command_spec, or indices) that act as open/close, e.g. [gripper]:
-    # the actor is a Bernoulli over their bounds and the critic sees them at a bound (see TanhGaussianActor).
-    binary_actions: list[str] = field(default_factory=list)
 
 
-ALGORITHM_CONFIGS: dict[str, type] = {"bc": BCConfig, "td3bc": TD3BCConfig, "iql": IQLConfig, "cql": CQLConfig}
+@dataclass
+class CalQLConfig(CQLConfig):
+    """Cal-QL (Nakamoto et al. 2023): CQL whose penalty stops at the data's return-to-go; the authors' defaults
+    (alpha 5, max target backup), kept on through the online phase."""
+
+    calibrated: bool = True
+    max_target_backup: bool = True
+
+
+@dataclass
+class RLPDConfig(SACConfig):
+    """RLPD (Ball et al. 2023): SAC with a LayerNorm critic ensemble of 10, a random pair in the target, the actor on
+    the ensemble's mean and updated once per environment step (its utd critic updates)."""
+
+    n_critics: int = 10
+    critic_subset: int | None = 2
+    layer_norm: bool = True
+    actor_q: str = "mean"
+    target_entropy_per_element: float = -0.5
+    actor_every: int = 0
+
+
+@dataclass
+class WSRLConfig(CalQLConfig):
+    """WSRL (Zhou et al. 2024): Cal-QL offline on a LayerNorm ensemble of 10 critics (a random pair in the target,
+    the actor on their mean); at the switch the penalty goes to 0, leaving SAC on the same networks. One TD target
+    for both phases (no max backup), so the online critic is exactly SAC's."""
+
+    n_critics: int = 10
+    critic_subset: int | None = 2
+    layer_norm: bool = True
+    actor_q: str = "mean"
+    max_target_backup: bool = False
+
+
+ALGORITHM_CONFIGS: dict[str, type] = {"bc": BCConfig, "td3bc": TD3BCConfig, "iql": IQLConfig, "cql": CQLConfig,
+                                      "sac": SACConfig, "calql": CalQLConfig, "rlpd": RLPDConfig, "wsrl": WSRLConfig}
 
 
 @dataclass
@@ -145,6 +196,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise LearnError naming the first value that cannot be used."""
+        if int(self.steps) == 0 and not self.online:  # rlpd's default: an online run with no offline phase
+            raise LearnError("config: steps 0 (no offline phase) is for online runs: give --online sim:TASK or robot, "
+                             "or --steps N to train offline")
         if int(self.steps) < (0 if self.online else 1):  # an online run may skip the offline phase (RLPD's default)
             raise LearnError(f"config: steps must be at least {0 if self.online else 1}, got {self.steps}")
         positive = ("batch_size", "n_step", "log_every", "eval_episodes", "checkpoint_every")
@@ -196,6 +250,17 @@ class TrainConfig:
             raise LearnError(f"config: algorithm.n_critics must be at least 1, got {algo.n_critics}")
         if hasattr(algo, "tau") and not 0.0 < algo.tau <= 1.0:
             raise LearnError(f"config: algorithm.tau must be in (0, 1], got {algo.tau}")
+        if isinstance(algo, SACConfig):
+            if algo.critic_subset is not None and not 1 <= algo.critic_subset <= algo.n_critics:
+                raise LearnError(f"config: algorithm.critic_subset must be between 1 and n_critics ({algo.n_critics}), "
+                                 f"got {algo.critic_subset}")
+            if algo.actor_q not in ("min", "mean"):
+                raise LearnError(f"config: algorithm.actor_q must be min or mean, got {algo.actor_q!r}")
+            if algo.actor_every < 0:
+                raise LearnError(f"config: algorithm.actor_every must be >= 0 (0: once per environment step), "
+                                 f"got {algo.actor_every}")
+        if type(algo) is CalQLConfig and not algo.calibrated:
+            raise LearnError("config: calql is CQL with calibrated: true; train --algo cql for the uncalibrated penalty")
         if isinstance(algo, CQLConfig):
             low, high = algo.clip_diff_min, algo.clip_diff_max
             if low is not None and high is not None and low > high:

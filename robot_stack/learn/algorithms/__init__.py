@@ -12,6 +12,10 @@ ALGORITHMS: dict[str, str] = {
     "td3bc": "robot_stack.learn.algorithms.td3bc:TD3BC",
     "iql": "robot_stack.learn.algorithms.iql:IQL",
     "cql": "robot_stack.learn.algorithms.cql:CQL",
+    "sac": "robot_stack.learn.algorithms.sac:SAC",
+    "calql": "robot_stack.learn.algorithms.cql:CQL",  # CQL with calibrated: true (CalQLConfig)
+    "rlpd": "robot_stack.learn.algorithms.sac:SAC",  # SAC with RLPDConfig's ensemble (+ the trainer's sampling, utd)
+    "wsrl": "robot_stack.learn.algorithms.wsrl:WSRL",
 }
 
 

@@ -6,8 +6,10 @@ Critic: SAC's TD error plus a penalty that pushes Q down on sampled actions and 
 where the a_j are N uniform actions, N policy actions at s and N at s', each importance-weighted by its
 sampling density (Q - log density: log 0.5^A for uniform, log pi for the policy's):
     L(Q) = sum_i [ E (Q_i(s, a) - y)^2 + alpha * penalty_i ]   (the authors' nn.MSELoss: no 1/2)
-Actor and entropy temperature as in SAC:
+Actor, entropy temperature, critic ensemble and target are SAC's (robot_stack.learn.algorithms.sac: its options,
+critic_subset, layer_norm, actor_q, apply here too):
     L(pi) = E [ alpha_ent log pi(a~|s) - min_i Q_i(s, a~) ],   L(alpha_ent) = -log alpha_ent * E[log pi + H_target]
+The conservative term is multiplied by penalty_weight, 1 unless WSRL's start_online has dropped it to 0.
 
 Options from the authors' code for hard, sparse tasks (all off by default, which is the paper's CQL(H)):
 - bc_steps: for the first updates the actor is a maximum-likelihood policy of the data,
@@ -37,12 +39,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from robot_stack.errors import LearnError
-from robot_stack.learn.algorithms.base import Algorithm, frozen_copy
-from robot_stack.learn.networks import QEnsemble, TanhGaussianActor, soft_update
-from robot_stack.learn.observations import ObservationSpec
+from robot_stack.learn.algorithms.sac import SAC, Temperature
+from robot_stack.learn.networks import soft_update
 from robot_stack.learn.replay import Batch
 
 
@@ -60,53 +60,12 @@ def cql_penalty(q_sampled: Tensor, log_density: Tensor, q_data: Tensor, temperat
     return difference.mean(dim=1)
 
 
-class Temperature(nn.Module):
-    """A positive weight exp(log_alpha) learned by gradient: SAC's entropy temperature, CQL-Lagrange's alpha'.
-
-    A module so it is saved and compiled with the rest."""
-
-    def __init__(self, initial: float = 1.0) -> None:
-        super().__init__()
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(initial)))
-
-    def forward(self) -> Tensor:
-        return self.log_alpha.exp()
-
-
-def binary_indices(elements: list[str | int], spec: ObservationSpec) -> list[int]:
-    """Indices of the command elements named (robot command_spec names) or numbered in `elements`."""
-    indices = []
-    for element in elements:
-        key = str(element)
-        if key in spec.action_names:
-            indices.append(spec.action_names.index(key))
-        elif key.isdigit() and int(key) < spec.action_dim:
-            indices.append(int(key))
-        else:
-            known = (f"its elements are {spec.action_names}" if spec.action_names
-                     else f"the dataset names none of its {spec.action_dim} elements: give indices 0..{spec.action_dim - 1}")
-            raise LearnError(f"algorithm.binary_actions: {key!r} is not an element of the command ({known})")
-    if len(set(indices)) != len(indices):
-        raise LearnError(f"algorithm.binary_actions {elements} names an element twice")
-    return indices
-
-
-class CQL(Algorithm):
+class CQL(SAC):
     name = "cql"
 
     def __init__(self, spec, config, device) -> None:
         super().__init__(spec, config, device)
         c = self.config
-        binary = binary_indices(c.binary_actions, self.spec)
-        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.hidden_dims, binary=binary).to(self.device)
-        self.critic = QEnsemble(self.obs_dim, self.action_dim, self.hidden_dims, c.n_critics).to(self.device)
-        self.critic_target = frozen_copy(self.critic)
-        self.temperature = Temperature().to(self.device)
-        # SAC's -dim(A), over the Gaussian elements (a Bernoulli's entropy is within [0, log 2] anyway).
-        self.target_entropy = -float(self.action_dim - len(binary)) if c.target_entropy is None else float(c.target_entropy)
-        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
-        self.critic_optimizer = self.adam([*self.critic.parameters(), *self.encoder.parameters()], c.critic_lr)
-        self.temperature_optimizer = self.adam(self.temperature.parameters(), c.alpha_lr)
         if c.lagrange_gap is not None:
             self.alpha_prime = Temperature().to(self.device)
             self.alpha_prime_optimizer = self.adam(self.alpha_prime.parameters(), c.alpha_prime_lr)
@@ -114,50 +73,24 @@ class CQL(Algorithm):
         # captured CUDA graph reads it instead of branching on the step number.
         self.bc_weight = torch.ones((), device=self.device)
         self._warm_starting = True  # what bc_weight holds, so schedule() writes it only when it changes
+        # What the conservative term is multiplied by: 1, until WSRL's start_online drops it to 0 (a tensor, as bc_weight).
+        self.penalty_weight = torch.ones((), device=self.device)
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, Tensor]:
         c = self.config
         obs = self.encode(batch.obs)
         data_action = self.actor.snap(batch.action)  # binary elements at their bound (as is without any)
         batch_size, n, dim = batch.action.shape[0], c.n_actions, self.action_dim
-
-        # Actor and entropy temperature (SAC), on features the critic's loss will not see twice; exact
-        # expectation over the modes of the binary elements (one mode, probability 1, without any).
         features = obs.detach()
-        pi, log_pis, mode_probability = self.actor.sample_modes(features)  # [M, B, A], [M, B], [M, B]
-        modes = pi.shape[0]
-        every_mode = features.expand(modes, *features.shape).reshape(modes * batch_size, -1)  # a view for one mode
-        q_pi = self.critic(every_mode, pi.reshape(modes * batch_size, dim)).min(dim=0).values
         alpha_ent = self.temperature().detach()
-        actor_loss = (mode_probability * (alpha_ent * log_pis - q_pi.view(modes, batch_size))).sum(0).mean()
-        log_pi = (mode_probability * log_pis).sum(0)  # E_m log pi: minus the policy's entropy estimate
-        if c.bc_steps > 0:
-            bc_loss = (alpha_ent * log_pi - self.actor.log_prob(features, batch.action)).mean()
-            actor_loss = torch.lerp(actor_loss, bc_loss, self.bc_weight)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        temperature_loss = -(self.temperature.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        temperature_loss.backward()
-        self.temperature_optimizer.step()
+        metrics = self.actor_step(features, batch, alpha_ent) if update_actor else {}
 
         with torch.no_grad():
             next_obs = self.encode(batch.next_obs)
-            repeated_next = next_obs.repeat_interleave(n, dim=0)
-            if c.max_target_backup:
-                next_action, next_log_pi = self.actor.sample(repeated_next)
-                next_q = self.critic_target(repeated_next, next_action).min(dim=0).values.view(batch_size, n)
-                next_q, best = next_q.max(dim=1)
-                next_log_pi = next_log_pi.view(batch_size, n).gather(1, best[:, None]).squeeze(1)
-            else:
-                next_action, next_log_pi = self.actor.sample(next_obs)
-                next_q = self.critic_target(next_obs, next_action).min(dim=0).values
-            if c.backup_entropy:
-                next_q = next_q - alpha_ent * next_log_pi
-            target = batch.reward + batch.discount * (1.0 - batch.terminal) * next_q
+            target = self.td_target(batch, next_obs, alpha_ent)
             # N actions per state: uniform in [-1, 1]^A, and the policy's at s and at s' (evaluated at s).
             repeated_obs = features.repeat_interleave(n, dim=0)
+            repeated_next = next_obs.repeat_interleave(n, dim=0)
             random_action = self.actor.snap(torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0)
             pi_action, pi_log = self.actor.sample(repeated_obs)
             next_pi_action, next_pi_log = self.actor.sample(repeated_next)
@@ -174,28 +107,45 @@ class CQL(Algorithm):
         if c.calibrated:  # the policy's 2n actions at each state: no lower than the data's return from there
             q_sampled = torch.cat([q_sampled[..., :n], torch.maximum(q_sampled[..., n:], batch.return_to_go[None, :, None])], -1)
         penalty = cql_penalty(q_sampled, log_density, q, c.temperature, c.clip_diff_min, c.clip_diff_max)
-        metrics: dict[str, Tensor] = {}
         if c.lagrange_gap is None:
             conservative = c.alpha * penalty
         else:
             alpha_prime = self.alpha_prime().clamp(0.0, 1e6).detach()
             conservative = alpha_prime * c.alpha * (penalty - c.lagrange_gap)
             metrics["alpha_prime"] = alpha_prime
-        critic_loss = (td_loss + conservative).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        critic_loss = (td_loss + self.penalty_weight * conservative).sum()
+        self.critic_step(critic_loss)
         if c.lagrange_gap is not None:  # after the critic's backward: its own graph (one backward per compiled graph)
-            alpha_prime_loss = -(self.alpha_prime().clamp(0.0, 1e6) * c.alpha
+            alpha_prime_loss = -(self.penalty_weight * self.alpha_prime().clamp(0.0, 1e6) * c.alpha
                                  * (penalty.detach() - c.lagrange_gap)).mean()
             self.alpha_prime_optimizer.zero_grad(set_to_none=True)
             alpha_prime_loss.backward()
             self.alpha_prime_optimizer.step()
 
         soft_update(self.critic_target, self.critic, c.tau)
-        return {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach().mean(),
-                "cql_penalty": penalty.detach().mean(), "actor_loss": actor_loss.detach(),
-                "alpha_entropy": alpha_ent, "q": q.detach().mean(), **metrics}
+        return metrics | {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach().mean(),
+                          "cql_penalty": penalty.detach().mean(), "alpha_entropy": alpha_ent, "q": q.detach().mean()}
+
+    def actor_loss(self, features: Tensor, batch: Batch, alpha_ent: Tensor) -> tuple[Tensor, Tensor]:
+        """SAC's, or during the bc_steps warm start the maximum likelihood of the data's actions (with the entropy term)."""
+        loss, log_pi = super().actor_loss(features, batch, alpha_ent)
+        if self.config.bc_steps > 0:
+            bc_loss = (alpha_ent * log_pi - self.actor.log_prob(features, batch.action)).mean()
+            loss = torch.lerp(loss, bc_loss, self.bc_weight)
+        return loss, log_pi
+
+    def next_value(self, next_obs: Tensor, alpha_ent: Tensor) -> Tensor:
+        """SAC's, or with max_target_backup the best of n_actions policy samples at s' (and that sample's log pi)."""
+        c = self.config
+        if not c.max_target_backup:
+            return super().next_value(next_obs, alpha_ent)
+        batch_size, n = next_obs.shape[0], c.n_actions
+        repeated_next = next_obs.repeat_interleave(n, dim=0)
+        next_action, next_log_pi = self.actor.sample(repeated_next)
+        next_q, best = self.target_q(repeated_next, next_action).view(batch_size, n).max(dim=1)
+        if not c.backup_entropy:
+            return next_q
+        return next_q - alpha_ent * next_log_pi.view(batch_size, n).gather(1, best[:, None]).squeeze(1)
 
     def schedule(self, step: int, total_steps: int) -> None:
         warm_starting = step < self.config.bc_steps
