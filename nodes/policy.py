@@ -2,7 +2,9 @@
 
 The node reads the card, subscribes to the observation topics it names, and at the card's rate publishes
 the model's command on ``robot/command`` through the safety filter, or the hold command while an input is
-stale (older than its max age) or the e-stop is latched. The logic is robot_stack.deploy.controller; this
+stale (older than its max age) or the e-stop is latched. An operator's command on ``teleop/command`` (the
+teleop's output remapped there) replaces the model's for as long as it is fresh, and every tick says on
+``policy/intervention`` whether its command was the operator's (HIL-SERL's interventions). The logic is robot_stack.deploy.controller; this
 file is parameters, topics and timers (INTERFACE, ``policy --help``). docs/deploy.md, "Policy node, launch
 and eval", is the user's description.
 
@@ -54,6 +56,8 @@ INTERFACE = NodeInterface(
                       "(0: as the command meaning says)", minimum=0.0),
         ParameterSpec("eef_feature", "eef_pose", "the feature whose first three values are the end effector's "
                       "position [m] (for the workspace box)"),
+        ParameterSpec("intervention_timeout_s", 0.0, "an operator's command on teleop/command replaces the model's "
+                      "until it is this old [s] (0: two control periods)", minimum=0.0),
         ParameterSpec("status_hz", 2.0, "policy/status messages per second (and on every change)", positive=True),
     ),
     subscribes=(
@@ -62,11 +66,15 @@ INTERFACE = NodeInterface(
         TopicSpec("policy/reset", "std_msgs/msg/Bool", "true clears the e-stop latch once estop is false"),
         TopicSpec("policy/load", "std_msgs/msg/UInt8MultiArray", "a new model's .onnx bytes: checked against the "
                   "running card, swapped in between two control steps, or refused"),
+        TopicSpec("teleop/command", "std_msgs/msg/Float64MultiArray", "an operator's command (the teleop's output "
+                  "remapped): replaces the model's while fresh, through the safety filter"),
     ),
     publishes=(
         TopicSpec("robot/command", "std_msgs/msg/Float64MultiArray", "the filtered command, at the card's rate"),
+        TopicSpec("policy/intervention", "std_msgs/msg/Bool", "every control step: true when its command was the "
+                  "operator's (teleop/command), for the recorder's intervention flag"),
         TopicSpec("policy/status", "std_msgs/msg/String", "JSON status (transient local): model, state, "
-                  "latency p50/p99, steps, held, stale, clipped counts, the last load's result"),
+                  "latency p50/p99, steps, held, stale, clipped, interventions counts, the last load's result"),
     ),
     notes="exit status: 0 when stopped (SIGINT/SIGTERM; a last hold command is sent); 2 when the model is refused.",
 )
@@ -116,9 +124,13 @@ class PolicyNode:
         # The file (not its bytes): the runtime also checks the card copy beside it (NAME.json) against it.
         model = load_policy(param["model"], device=param["device"], threads=param["threads"])
         command_pub = node.create_publisher("std_msgs/msg/Float64MultiArray", "robot/command", ros.qos.DEFAULT)
+        intervention_pub = node.create_publisher("std_msgs/msg/Bool", "policy/intervention", ros.qos.DEFAULT)
+        flag = ros.message_class("std_msgs/msg/Bool")
         self.controller = PolicyController(
             model, config, limits, publish=lambda command: command_pub.publish(convert.float_array(command)),
-            log=self.log, device=param["device"], threads=param["threads"], eef_source=eef_source)
+            log=self.log, device=param["device"], threads=param["threads"], eef_source=eef_source,
+            publish_intervention=lambda operator: intervention_pub.publish(flag(data=operator)),
+            intervention_timeout_s=param["intervention_timeout_s"] or None)
         self.command_pub = command_pub
         self.status_pub = node.create_publisher("std_msgs/msg/String", "policy/status", ros.qos.TRANSIENT_LOCAL)
         for topic, feature in self.controller.topics().items():
@@ -129,6 +141,8 @@ class PolicyNode:
         node.create_subscription("std_msgs/msg/Bool", "policy/reset", self.on_reset, ros.qos.DEFAULT)
         node.create_subscription("std_msgs/msg/UInt8MultiArray", "policy/load", self.on_load,
                                  ros.qos.DEFAULT.with_depth(1))
+        node.create_subscription("std_msgs/msg/Float64MultiArray", "teleop/command",
+                                 lambda message: self.controller.on_teleop(message.data), ros.qos.DEFAULT)
         self.loading: threading.Thread | None = None
         node.create_timer(1.0 / card.rate_hz, self.on_tick)
         node.create_timer(1.0 / param["status_hz"], self.publish_status)

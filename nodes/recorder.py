@@ -30,6 +30,7 @@ from robot_stack.record import (
     RecorderError,
     example_features_files,
     load_config,
+    with_intervention,
 )
 from robot_stack.ros.parameters import NodeInterface, ParameterSpec, TopicSpec, answer_help
 
@@ -53,6 +54,12 @@ INTERFACE = NodeInterface(
                       "/camera/<name>/image_raw)"),
         ParameterSpec("task", "", "task text stored with each episode (empty: the features file's)"),
         ParameterSpec("operator", "", "who records, stored with each episode (empty: the login name)"),
+        ParameterSpec("source", "teleop", "what produces the episodes, stored with each (meta/episodes/source): "
+                      "teleop, scripted, policy or online (an online learner's actor)",
+                      choices=("teleop", "scripted", "policy", "online")),
+        ParameterSpec("record_intervention", False, "also record the feature intervention (a flag per frame): true "
+                      "where the policy node sent the operator's command (/policy/intervention), false where it "
+                      "sent the model's or said nothing"),
         ParameterSpec("min_free_mb", 500.0, "refuse to start an episode with less free disk space than this [MB]",
                       minimum=0.0),
         ParameterSpec("recover_on_start", "refuse", "a dataset with an unfinished episode (a crash): refuse "
@@ -63,6 +70,8 @@ INTERFACE = NodeInterface(
     subscribes=(
         TopicSpec("(each feature's topic)", "(its type)", "the features file's topics, e.g. /joint_states"),
         TopicSpec("/clock", "rosgraph_msgs/msg/Clock", "sim time (use_sim_time true)"),
+        TopicSpec("/policy/intervention", "std_msgs/msg/Bool", "the policy node's per-step intervention flag "
+                  "(record_intervention true)"),
         TopicSpec("recorder/control", "std_msgs/msg/String", f"{', '.join(CONTROL_WORDS)}, task:<text>"),
     ),
     publishes=(
@@ -108,12 +117,14 @@ class RecorderNode:
                                 f"({example_features_files()} are examples)")
         sim_time = param["use_sim_time"]
         config = load_config(features_file, cameras=param["cameras"], command_spec_of=_sim_command_spec)
+        if param["record_intervention"]:
+            config = with_intervention(config)
         self.on_shutdown = param["on_shutdown"]
         self.status_pub = node.create_publisher("std_msgs/msg/String", "recorder/status", ros.qos.TRANSIENT_LOCAL)
         self.recorder = Recorder(
             config, param["dataset"],
             record_hz=float(param["record_hz"]), sim_time=bool(sim_time),
-            task=param["task"], operator=param["operator"] or _login_name(),
+            task=param["task"], operator=param["operator"] or _login_name(), source=param["source"],
             min_free_mb=float(param["min_free_mb"]), recover_on_start=param["recover_on_start"],
             log=node.get_logger(), on_change=self.publish_status,
         )

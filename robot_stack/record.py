@@ -25,12 +25,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.data import TIMESTAMP, Dataset, DatasetSchema, DatasetWriter, FeatureSpec, recover
+from robot_stack.data import EPISODE_SOURCES, TIMESTAMP, Dataset, DatasetSchema, DatasetWriter, FeatureSpec, recover
 from robot_stack.errors import DatasetError, RobotStackError, RosError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STALE_PREFIX = "stale."
 """Each recorded feature X gets a bool feature stale.X: True where X was older than its max_age (or never came)."""
+INTERVENTION = "intervention"
+INTERVENTION_TOPIC = "/policy/intervention"
+"""The feature record_intervention adds: per frame, whether the policy node sent the operator's command."""
 CONTROL_WORDS = ("start", "stop", "success", "fail", "discard")
 TASK_PREFIX = "task:"
 """`task:<text>` on /recorder/control sets the task text of the episode being recorded and the next ones."""
@@ -63,6 +66,9 @@ class FeatureSource:
     entries by name, in that order. shape is None when it is inferred from the first message.
     max_age_s: a sample older than this is flagged stale [s, on the recorder's clock]. qos: sensor_data
     (best effort, matches any publisher) or default (reliable); depth: the subscription's history.
+    with_command: a fact about the command sent at the same time (the policy node's intervention flag):
+    timed as the command is on sim time, not needed to start an episode, and a frame without a fresh
+    message records zeros (false: no evidence the operator commanded it), flagged stale.
     """
 
     name: str
@@ -78,6 +84,7 @@ class FeatureSource:
     qos: str
     joints: tuple[str, ...] = ()
     depth: int = DEFAULT_DEPTH["other"]
+    with_command: bool = False
 
     @property
     def is_image(self) -> bool:
@@ -152,6 +159,20 @@ class RecorderConfig:
     task: str
     features: list[FeatureSource]
     source: str = ""
+
+
+def with_intervention(config: RecorderConfig) -> RecorderConfig:
+    """The config plus the feature `intervention` (kind flag, bool per frame) from /policy/intervention
+    (std_msgs/Bool), whose max age is the action's (the policy node sends both every control step)."""
+    if any(feature.name == INTERVENTION for feature in config.features):
+        raise RecorderError(f"{config.source}: already has a feature named {INTERVENTION!r}: remove it from the "
+                            "features file, or record without record_intervention")
+    action = next((feature for feature in config.features if feature.kind == "action"), None)
+    max_age = action.max_age_s if action is not None else min(feature.max_age_s for feature in config.features)
+    feature = FeatureSource(name=INTERVENTION, topic=INTERVENTION_TOPIC, type="std_msgs/msg/Bool", fields=("data",),
+                            kind="flag", dtype="bool", shape=(), units="", max_age_s=max_age, optional=False,
+                            qos="default", with_command=True)
+    return dataclasses.replace(config, features=[*config.features, feature])
 
 
 def example_features_files() -> str:
@@ -363,6 +384,7 @@ class EpisodeCounts:
     frames: int = 0
     dropped: int = 0  # record ticks that passed without a sample (the recorder was late, or sim time jumped)
     stale: dict[str, int] = field(default_factory=dict)  # frames flagged stale, per feature
+    interventions: int = 0  # frames whose command was the operator's (record_intervention)
 
     def notes(self) -> str:
         """The counts as the episode's notes: empty when every frame was fresh and on time."""
@@ -389,10 +411,14 @@ class Recorder:
     """
 
     def __init__(self, config: RecorderConfig, dataset: str | Path, *, record_hz: float, sim_time: bool = False,
-                 task: str = "", operator: str = "", min_free_mb: float = 500.0, recover_on_start: str = "refuse",
-                 log: Any = None, on_change: Callable[[], None] = lambda: None, flush_interval_s: float = 1.0) -> None:
+                 task: str = "", operator: str = "", source: str = "teleop", min_free_mb: float = 500.0,
+                 recover_on_start: str = "refuse", log: Any = None, on_change: Callable[[], None] = lambda: None,
+                 flush_interval_s: float = 1.0) -> None:
         if not record_hz > 0:
             raise RecorderError(f"record_hz must be positive, got {record_hz}")
+        if source and source not in EPISODE_SOURCES:
+            raise RecorderError(f"source {source!r} is not one of {', '.join(EPISODE_SOURCES)} (what produces the "
+                                "episodes: an operator, a scripted expert, a policy, an online learner's actor)")
         if recover_on_start not in RECOVER_POLICIES:
             raise RecorderError(f"recover_on_start {recover_on_start!r}: use one of {', '.join(RECOVER_POLICIES)}")
         self.config = config
@@ -402,6 +428,7 @@ class Recorder:
         self.sim_time = sim_time
         self.task = task or config.task
         self.operator = operator
+        self.source = source
         self.min_free_mb = float(min_free_mb)
         self.recover_on_start = recover_on_start
         self.flush_interval_s = flush_interval_s
@@ -450,7 +477,7 @@ class Recorder:
                 self.buffers[feature.name].add(time.monotonic_ns() if mono_ns is None else mono_ns, value)
             elif stamp:
                 self.buffers[feature.name].add(stamp, value)
-            elif feature.kind == "action":
+            elif feature.kind == "action" or feature.with_command:
                 # A command is sent after the robot's last step and causes its next one: the clock before
                 # this pass's /clock messages (end_pass applies them) is the step it goes with.
                 if self.clock_ns is not None:
@@ -634,7 +661,8 @@ class Recorder:
             return None
         text = "; ".join(part for part in (self.episode.notes(), notes) if part)
         try:
-            index = self.writer.commit_episode(self.task or None, success, operator=self.operator, notes=text)
+            index = self.writer.commit_episode(self.task or None, success, operator=self.operator, notes=text,
+                                               source=self.source)
         except DatasetError as error:
             self._write_failed(error)
             return None
@@ -696,6 +724,8 @@ class Recorder:
             "received": {name: buffer.received for name, buffer in self.buffers.items()},
             "bad_messages": dict(self.bad_messages),
             "task": self.task,
+            "source": self.source,
+            "interventions": self.episode.interventions,
             "clock": "sim" if self.sim_time else "wall",
             "record_hz": self.record_hz,
             "disk_free_mb": free,
@@ -739,11 +769,15 @@ class Recorder:
             entry = self.buffers[feature.name].as_of(at_ns)
             stale = entry is None or at_ns - entry[0] > feature.max_age_s * 1e9
             # A stale value is kept (flagged); one never received is zeros (flagged): never silently filled.
-            frame[feature.name] = entry[1] if entry is not None else np.zeros(self.shapes[feature.name], feature.dtype)
+            # A fact about the command holds only for its own step: without a fresh one it is zeros (flagged).
+            known = entry is not None and not (stale and feature.with_command)
+            frame[feature.name] = entry[1] if known else np.zeros(self.shapes[feature.name], feature.dtype)
             frame[STALE_PREFIX + feature.name] = stale
             if stale:
                 self.episode.stale[feature.name] += 1
                 self.stale_total[feature.name] += 1
+        if INTERVENTION in self.shapes:
+            self.episode.interventions += bool(frame[INTERVENTION])
         try:
             self.writer.append_frame(frame)
         except DatasetError as error:
@@ -795,7 +829,7 @@ class Recorder:
     def _check_fresh(self) -> None:
         now = self.clock_ns if self.sim_time else time.monotonic_ns()
         for feature in self.config.features:
-            if feature.optional:
+            if feature.optional or feature.with_command:
                 continue
             buffer = self.buffers[feature.name]
             entry = buffer.as_of(now) if buffer.entries else None
@@ -845,14 +879,15 @@ class Recorder:
         for feature in self.config.features:
             if feature.optional and feature.name not in stored.features:
                 self.log.info(f"optional feature {feature.name} is not in {self.path}: not recorded")
-        shapes = {f.name: (f.shape or (stored.features[f.name].shape if f.name in stored.features else self._inferred(f)))
+        shapes = {f.name: (f.shape if f.shape is not None else
+                           stored.features[f.name].shape if f.name in stored.features else self._inferred(f))
                   for f in recorded}
         mine = self._schema(recorded, shapes, stored.tasks)
         problem = stored.first_mismatch(mine)
         if problem:
             raise RecorderError(f"cannot append to {self.path}: it was recorded with a different setup ({problem}); "
-                                "record into a new dataset (dataset:=NEW.zarr) or use the features file, cameras and "
-                                "record_hz it was recorded with")
+                                "record into a new dataset (dataset:=NEW.zarr) or use the features file, cameras, "
+                                "record_intervention and record_hz it was recorded with")
         self.writer = DatasetWriter.open(self.path, flush_interval_s=self.flush_interval_s)
         self.recorded, self.shapes = recorded, shapes
         self.log.info(f"appending to {self.path}: {ds.n_episodes} episodes, {ds.n_frames} frames")
@@ -864,7 +899,7 @@ class Recorder:
                 self.log.info(f"optional feature {feature.name}: no message on {feature.topic}, not recorded in this dataset")
                 continue
             recorded.append(feature)
-        shapes = {f.name: f.shape or self._inferred(f) for f in recorded}
+        shapes = {f.name: f.shape if f.shape is not None else self._inferred(f) for f in recorded}
         schema = self._schema(recorded, shapes, [self.task] if self.task else [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = DatasetWriter.create(self.path, robot=schema.robot, record_hz=schema.record_hz,

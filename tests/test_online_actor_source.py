@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from robot_stack.sim import collect as sim_collect
 
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter, FeatureSpec, recover, validate
 from robot_stack.data.merge import merge
 from robot_stack.errors import DatasetError
-from robot_stack.sim import collect as sim_collect
 
 FEATURES = [
     FeatureSpec("joint_pos", "float32", (3,), "state", topic="/joint_states", units="rad"),

@@ -9,11 +9,11 @@ from robot_stack.data.dataset import Dataset, EpisodeInfo, FrameView, Labels
 from robot_stack.data.marks import mark_episodes
 from robot_stack.data.merge import merge, select_episodes, split
 from robot_stack.data.recover import RecoverResult, recover
-from robot_stack.data.schema import TIMESTAMP, DatasetSchema, FeatureSpec
+from robot_stack.data.schema import EPISODE_SOURCES, TIMESTAMP, DatasetSchema, FeatureSpec
 from robot_stack.data.writer import DatasetWriter
 
 # robot_stack.data.sampling (numpy) and robot_stack.data.loader (needs torch) are imported by name.
 __all__ = [
-    "TIMESTAMP", "Dataset", "DatasetSchema", "DatasetWriter", "EpisodeInfo", "FeatureSpec", "FrameView", "Labels",
+    "EPISODE_SOURCES", "TIMESTAMP", "Dataset", "DatasetSchema", "DatasetWriter", "EpisodeInfo", "FeatureSpec", "FrameView", "Labels",
     "RecoverResult", "dataset_damage", "mark_episodes", "merge", "recover", "select_episodes", "split", "validate",
 ]

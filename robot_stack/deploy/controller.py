@@ -7,6 +7,12 @@ older than its max age (or never came), or the e-stop is latched, publish the ho
 model and publish its command through the safety filter. The alignment rule is the card's: the latest
 message per topic at each tick, ages measured from its arrival (time.monotonic_ns) at this node.
 
+An operator's command (``/teleop/command``, ``on_teleop``) fresher than ``intervention_timeout_s`` replaces
+the model's output for the tick, through the same safety filter: the human-in-the-loop correction of HIL-SERL
+(Luo et al. 2024, "Precise and Dexterous Robotic Manipulation via Human-in-the-Loop Reinforcement Learning").
+Each tick tells whether its command was the operator's (``publish_intervention``), so the recorder can flag
+the frame; a held tick (stale observation, e-stop) is nobody's command and is not an intervention.
+
 A new model offered on ``/policy/load`` is read, checked against the running card (check_swap), loaded
 into onnxruntime and warmed up by ``prepare`` (the node runs it off the control thread); ``install`` hands
 it over and the swap happens at the start of the next tick, so no tick sees half of each model. A model that
@@ -72,22 +78,32 @@ def check_fits(card: ModelCard, config: RecorderConfig, control_hz: float | None
 class PolicyController:
     """Observation cache, staleness, e-stop latch, hold, model swap, counters and latency figures.
 
-    publish(command float64 [A]) is called once per tick with what goes to /robot/command; log has
+    publish(command float64 [A]) is called once per tick with what goes to /robot/command, then
+    publish_intervention(bool) with whether that command was the operator's; log has
     info/warning/error(text, **options) (a node logger: throttle_duration_sec is honoured where it is).
     eef_source: the feature whose first three values are the end effector's position [m], for the
-    safety filter's workspace box (None: no box).
+    safety filter's workspace box (None: no box). intervention_timeout_s: how long an operator's command
+    stays in force [s] (None: two control periods).
     """
 
     def __init__(self, policy: Any, config: RecorderConfig, safety: SafetyLimits, *,
                  publish: Callable[[np.ndarray], None], log: Any, device: str = "cpu", threads: int = 1,
-                 eef_source: FeatureSource | None = None, clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 eef_source: FeatureSource | None = None, clock: Callable[[], int] = time.monotonic_ns,
+                 publish_intervention: Callable[[bool], None] = lambda operator: None,
+                 intervention_timeout_s: float | None = None) -> None:
         self.policy = policy
         self.card: ModelCard = policy.card
         self.publish = publish
+        self.publish_intervention = publish_intervention
         self.log = log
         self.device, self.threads = device, threads
         self.clock = clock
         self.period_ns = 1e9 / self.card.rate_hz
+        if intervention_timeout_s is not None and not intervention_timeout_s > 0:
+            raise DeployError(f"intervention_timeout_s must be a positive number of seconds, got {intervention_timeout_s}")
+        self.intervention_timeout_ns = 2 * self.period_ns if intervention_timeout_s is None else intervention_timeout_s * 1e9
+        self.teleop: tuple[int, np.ndarray] | None = None  # the operator's latest command: (arrival [ns], command)
+        self.intervening = False  # the last tick's command was the operator's
         self.safety = SafetyFilter(safety)
         by_name = {feature.name: feature for feature in config.features}
         card_features = self.card.data["observation"].get("features") or {}
@@ -118,7 +134,8 @@ class PolicyController:
         self.estop_latched = False  # holds until /policy/reset, even after /estop went false
         self.holding_for: str | None = None  # why the last tick held ("estop", "stale"), None: the model ran
         self.counts = {"steps": 0, "held": 0, "stale": 0, "clipped": 0, "rate_limited": 0, "workspace": 0,
-                       "nonfinite": 0, "missed": 0, "bad_messages": 0, "swaps": 0, "refused_models": 0}
+                       "nonfinite": 0, "missed": 0, "bad_messages": 0, "swaps": 0, "refused_models": 0,
+                       "interventions": 0, "bad_teleop": 0}
         self.control_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # tick start -> command published
         self.end_to_end_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # newest input's arrival -> published
         self.last_tick_ns: int | None = None
@@ -147,6 +164,19 @@ class PolicyController:
                 self.log.error(f"dropped a message on {topic} for {feature.name}: {error}", throttle_duration_sec=5.0)
                 continue
             self.buffers[feature.name].add(now_ns, value)
+
+    def on_teleop(self, command: Any, now_ns: int | None = None) -> None:
+        """An operator's command (float [A], the robot's command units): it replaces the model's output while
+        fresher than the intervention timeout. A command of the wrong length is dropped with a logged error."""
+        command = np.asarray(command, np.float64).reshape(-1)
+        size = len(self.card.command["low"])
+        if len(command) != size:
+            self.counts["bad_teleop"] += 1
+            names = ", ".join(self.card.command.get("names") or [])
+            self.log.error(f"ignored a command on /teleop/command: it has {len(command)} values, this robot's command "
+                           f"has {size} ({names}): start the teleop with command_dim:={size}", throttle_duration_sec=5.0)
+            return
+        self.teleop = (self.clock() if now_ns is None else now_ns, command)
 
     def on_estop(self, engaged: bool) -> None:
         """/estop: true latches the hold until on_reset; false only allows that reset."""
@@ -221,21 +251,32 @@ class PolicyController:
         self.counts["steps"] += 1
         reason, newest_ns = self._hold_reason(now_ns)
         if reason is not None:
+            # A stale observation or the e-stop holds the robot whoever commands it.
             command = self.safety.hold()
             self.counts["held"] += 1
             self.publish(command)
+            self._set_intervening(False)
             self._set_holding(reason)
             return command
-        inputs = self._inputs()
-        raw = self.policy(inputs)
+        operator = self.teleop is not None and now_ns - self.teleop[0] <= self.intervention_timeout_ns
+        raw = self.teleop[1] if operator else self.policy(self._inputs())
         command, flags = self.safety(raw, self._eef_position())
         for flag in flags:
             self.counts[flag] += 1
         self.publish(command)
+        self._set_intervening(operator)
         self.control_ms.append((time.perf_counter_ns() - started) / 1e6)
         self.end_to_end_ms.append((self.clock() - newest_ns) / 1e6)
         self._set_holding(None)
         return command
+
+    def _set_intervening(self, operator: bool) -> None:
+        self.publish_intervention(operator)
+        self.counts["interventions"] += operator
+        if operator != self.intervening:
+            self.log.info("the operator's commands override the model" if operator else "the model has control again")
+            self.intervening = operator
+            self.changed = True
 
     def _hold_reason(self, now_ns: int) -> tuple[str | None, int]:
         """Why this tick must hold ("estop" or "stale"), and the newest input's arrival time."""
@@ -285,7 +326,9 @@ class PolicyController:
     # ---- what /policy/status says
 
     def status(self) -> dict[str, Any]:
-        """The status (JSON-able): model, state, counters, latency p50/p99 [ms], the last /policy/load's result."""
+        """The status (JSON-able): model, state, counters (interventions: ticks whose command was the operator's;
+        bad_teleop: operator commands ignored for their length), intervening (the last tick's command was the
+        operator's), latency p50/p99 [ms], the last /policy/load's result."""
         self.changed = False
         state = "estop" if self.estop_latched else "holding" if self.holding_for else "running"
         return {
@@ -294,6 +337,7 @@ class PolicyController:
             "state": state,
             "estop": self.estop_latched,
             "estop_engaged": self.estop_engaged,
+            "intervening": self.intervening,
             "rate_hz": self.card.rate_hz,
             "device": self.device,
             **self.counts,
