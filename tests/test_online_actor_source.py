@@ -141,3 +141,15 @@ def test_the_bag_importer_marks_its_episodes_import(tmp_path, capsys):
                  str(tmp_path / "features.yaml"), "--record-hz", "20", "-q"])
     assert code == 0, capsys.readouterr().err
     assert Dataset.open(tmp_path / "bag.zarr").episode_table()["source"].tolist() == ["import"]
+
+
+@pytest.mark.parametrize("teleop, source", [("scripted", "scripted"), ("gamepad", "teleop"), ("none", "teleop")])
+def test_the_collect_launch_gives_the_recorder_the_source_of_its_teleop_choice(teleop, source):
+    from conftest import REPO
+
+    from robot_stack.launch.launch_file import load_launch
+
+    plan = load_launch(REPO / "launch" / "collect.launch.yaml", {"teleop": teleop, "task": "reach2d"})
+    recorder = next(node for node in plan.nodes if node.executable == "recorder")
+    inline = {k: v for part in recorder.parameters if isinstance(part, dict) for k, v in part.items()}
+    assert inline["source"] == source
