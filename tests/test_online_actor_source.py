@@ -96,6 +96,13 @@ def test_a_dataset_from_before_the_field_reads_empty_sources_and_is_not_rewritte
     assert contents(path) == before
 
 
+def test_a_damaged_source_array_is_damage_not_a_dataset_from_before_the_field(tmp_path):
+    path = record(tmp_path / "d.zarr", ["teleop"])
+    (path / "meta" / "episodes" / "source" / "zarr.json").write_text("{garbage")
+    with pytest.raises(DatasetError, match="meta/episodes/source/zarr.json is damaged"):
+        Dataset.open(path)
+
+
 def test_appending_to_a_dataset_from_before_the_field_adds_it_with_empty_rows_for_the_old_episodes(tmp_path):
     path = as_before_the_field(record(tmp_path / "old.zarr", ["teleop", "teleop"]))
     record(path, ["online", "policy"])

@@ -160,9 +160,9 @@ class Store:
                                    f"features say {spec.dtype} {spec.shape}: the dataset is damaged; {RESTORE}")
             data[name] = array.with_config(WRITE_CONFIG) if writable else array
         episode_group = member(meta, "episodes", path)
-        # A dataset written before a field was added lacks its array: readers fill in its value, writers add it.
+        # A dataset written before a field was added lacks its folder: readers fill in its value, writers add it.
         fields = {name: member(episode_group, name, path) for name in EPISODE_FIELDS
-                  if name not in ADDED_EPISODE_FIELDS or name in episode_group}
+                  if name not in ADDED_EPISODE_FIELDS or (path / "meta" / "episodes" / name).exists()}
         if writable:
             fields = {name: array.with_config(WRITE_CONFIG) for name, array in fields.items()}
         ends_array = member(meta, "episode_ends", path)
