@@ -306,6 +306,13 @@ class EpisodeDriver:
                 f"{np.max(np.abs(position - target)):.3f} rad, tolerance {self.options.reset_tolerance:g}): check the "
                 "robot, or use --reset operator")
 
+    def remaining_s(self) -> float:
+        """Seconds until the running episode reaches its horizon (inf when no episode runs)."""
+        if self.state != "running":
+            return float("inf")
+        self._end_word()  # brings self.steps up to date
+        return max(0, self.horizon - self.steps) / self.link.rate_hz()
+
     def _end_word(self) -> str:
         """success / fail (sim) or stop (robot) once the episode is over, else ""."""
         link = self.link

@@ -78,6 +78,8 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
     log = log or _print
     path = online_dataset_path(run)
     horizon = options.horizon or _sim_horizon(run, options)
+    checked = path.exists()
+    check_online_dataset(path, run)  # before the offline phase: a wrong dataset fails at once
     run.pretrain()
     run.switch()
     first = _first_episode(Path(run.run_dir), path, log)
@@ -88,8 +90,8 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
         recorded_to = (link.recorder_status or {}).get("dataset")
         if recorded_to and Path(recorded_to).resolve() != path.resolve():
             log(f"the recorder writes {recorded_to}, this learner reads {path}: fine if one is synced to the other, "
-                "else give the learner the recorder's dataset (--set online_dataset=PATH)")
-        learner = RobotLearner(run, link, options, path, first, horizon, log, progress)
+                "else give the learner the recorder's dataset (--online-dataset PATH)")
+        learner = RobotLearner(run, link, options, path, first, horizon, log, progress, checked)
         summary = learner.learn()
     finally:
         link.close()
@@ -134,6 +136,26 @@ def _sim_horizon(run: Any, options: RobotOptions) -> int:
         env.close()
 
 
+def check_online_dataset(path: Path, run: Any) -> None:
+    """DatasetError when the online dataset at `path` (if it exists yet) is of another robot than the run's dataset,
+    or lacks a feature the policy reads."""
+    from robot_stack.data import Dataset
+
+    if not path.exists():
+        return
+    online, offline = Dataset.open(path), Dataset.open(run.config.dataset)
+    if any(online.robot.get(key) != offline.robot.get(key) for key in ("name", "command", "command_spec")):
+        raise DatasetError(f"{path} was recorded on the robot {online.robot.get('name')!r} "
+                           f"({online.robot.get('command')}), the run's dataset {run.config.dataset} on "
+                           f"{offline.robot.get('name')!r} ({offline.robot.get('command')}): record this robot's online "
+                           "episodes into a new dataset (the launch's dataset:= and --online-dataset)")
+    spec = run.spec
+    missing = [name for name in [*spec.state, *spec.images, spec.action] if name not in online.features]
+    if missing:
+        raise DatasetError(f"{path} has no {', '.join(missing)}, which the policy reads: record it with the features "
+                           "file the run's dataset was recorded with")
+
+
 def _first_episode(run_dir: Path, path: Path, log: Callable[[str], None]) -> int:
     """The index of the dataset's first episode recorded for this run: its episode count when the run first met
     it (episodes already there belong to someone else), kept in <run>/robot.json for a restarted learner."""
@@ -144,7 +166,7 @@ def _first_episode(run_dir: Path, path: Path, log: Callable[[str], None]) -> int
         saved = json.loads(record.read_text())
         if Path(saved["dataset"]).resolve() != path.resolve():
             raise LearnError(f"run {run_dir} learned from the episodes of {saved['dataset']}, not {path}: resume it with "
-                             f"--set online_dataset={saved['dataset']}")
+                             f"--online-dataset {saved['dataset']}")
         return int(saved["first_episode"])
     first = Dataset.open(path).n_episodes if path.exists() else 0
     if first:
@@ -159,7 +181,7 @@ class RobotLearner:
     """The online phase's loop: episodes, landing, updates and pushes, interleaved on one thread."""
 
     def __init__(self, run: Any, link: ActorLink, options: RobotOptions, path: Path, first: int, horizon: int,
-                 log: Callable[[str], None], progress: bool) -> None:
+                 log: Callable[[str], None], progress: bool, checked: bool = False) -> None:
         self.run, self.link, self.options, self.path = run, link, options, path
         self.first, self.horizon, self.log, self.progress = first, horizon, log, progress
         self.config = run.config
@@ -169,8 +191,8 @@ class RobotLearner:
         self.awaiting: int | None = None  # the dataset's episode count once the episode just committed has landed
         self.awaiting_since = 0.0
         self.next_read = 0.0
-        self.checked_dataset = False
         self.interventions = 0
+        self.checked_dataset = checked  # the dataset was there and checked before the loop
         self.warned_no_flags = False
         self.online_start = int(self.config.steps)  # updates of the offline phase
         self.update_s = 0.01  # a gradient update's duration [s], a running mean
@@ -244,6 +266,7 @@ class RobotLearner:
                                "replaced or cut; resume with the dataset it recorded")
         for episode in self.run.episodes_from_dataset(dataset, self.first)[:count]:
             self.run.add_episode(episode, log=False)
+            self.interventions += 0 if episode.intervention is None else int(np.count_nonzero(episode.intervention))
         self.log(f"resumed: {count} episodes of {self.path} back in the replay ({self.run.env_steps} env steps, "
                  f"{self.run.step} updates)")
 
@@ -256,7 +279,7 @@ class RobotLearner:
         """A few updates, sized to take about half a control period; none while the driver resets or ends an
         episode (a late `start` would record the robot already moving off its reset state)."""
         pending = self._pending_updates()
-        if not pending or self.driver.urgent:
+        if not pending or self.driver.urgent or self.driver.remaining_s() < 2 * self.update_s:
             return
         budget = UPDATE_BUDGET / self.link.rate_hz()
         chunk = int(min(max(budget / self.update_s, 1), UPDATE_CHUNK))
@@ -278,7 +301,7 @@ class RobotLearner:
         if self.awaiting is not None and now - self.awaiting_since > self.options.actor_timeout_s:
             raise DatasetError(f"the recorder committed an episode to {(self.link.recorder_status or {}).get('dataset')} "
                                f"but {self.path} did not gain it within {self.options.actor_timeout_s:g} s: give the "
-                               "learner the recorder's dataset (--set online_dataset=PATH)")
+                               "learner the recorder's dataset (--online-dataset PATH)")
         if not self.path.exists():
             return
         dataset = Dataset.open(self.path)
@@ -287,8 +310,9 @@ class RobotLearner:
         start = self.first + self.consumed
         if dataset.n_episodes <= start:
             return
-        if not self.checked_dataset:
-            self._check_dataset(dataset)
+        if not self.checked_dataset:  # the recorder created it after the learner started
+            check_online_dataset(self.path, self.run)
+            self.checked_dataset = True
         for index, episode in enumerate(self.run.episodes_from_dataset(dataset, start), start):
             self.run.add_episode(episode)
             flags = 0 if episode.intervention is None else int(np.count_nonzero(episode.intervention))
@@ -301,25 +325,6 @@ class RobotLearner:
                 self.log(f"episode {index}: {episode.frames} frames, {'success' if episode.success else 'no success'}, "
                          f"{flags} under the operator; {self.run.env_steps}/{self.config.online_steps} env steps, "
                          f"{self.run.step - self.online_start} online updates")
-
-    def _check_dataset(self, dataset: Any) -> None:
-        """The online dataset must be of the run's robot and hold every feature the policy reads."""
-        from robot_stack.data import Dataset
-
-        offline = Dataset.open(self.config.dataset).robot
-        online = dataset.robot
-        keys = ("name", "command", "command_spec")
-        if any(online.get(key) != offline.get(key) for key in keys):
-            raise DatasetError(f"{self.path} was recorded on the robot {online.get('name')!r} ({online.get('command')}), "
-                               f"the run's dataset {self.config.dataset} on {offline.get('name')!r} "
-                               f"({offline.get('command')}): record this robot's episodes into a new dataset")
-        spec = self.run.spec
-        needed = [*spec.state, *spec.images, spec.action]
-        missing = [name for name in needed if name not in dataset.features]
-        if missing:
-            raise DatasetError(f"{self.path} has no {', '.join(missing)}, which the policy reads: record with the "
-                               "features file the run's dataset was recorded with")
-        self.checked_dataset = True
 
     def _push(self) -> None:
         """Checkpoint, export it (parity-checked ONNX + card) and send it to the policy node."""

@@ -1,0 +1,212 @@
+"""The robot target of online fine-tuning over real DDS on loopback: launch/online.launch.yaml (the MuJoCo sim robot,
+the policy node, the recorder) and the learner (`robot-stack train --online robot`) as processes, this test standing
+in for the operator (/teleop/command) and watching /policy/status and /recorder/status. The learner is killed
+(SIGKILL) at a random moment once its checkpoint holds an episode, and restarted with the same command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, fresh_dds_env
+
+from robot_stack.data import Dataset, DatasetWriter
+from robot_stack.deploy.card import sha256_file
+from robot_stack.errors import RosError
+
+ONLINE_STEPS = 150  # reach2d episodes are at most 30 steps: five or more episodes
+TELEOP_COMMAND = [0.4, -0.4]  # inside reach2d's command bounds; the model rarely commands exactly this
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """A small reach2d dataset and a model exported from a short BC run on it (the actor's first model)."""
+    from robot_stack.sim.collect import main as sim_collect
+
+    from robot_stack.cli.main import main as cli
+    from robot_stack.deploy.export import export_run
+
+    root = tmp_path_factory.mktemp("offline")
+    dataset = root / "reach2d.zarr"
+    assert sim_collect(["--task", "reach2d", "--episodes", "20", "--mix", "expert=0.5,medium=0.5", "-o", str(dataset),
+                        "-q"]) in (0, None)
+    assert cli(["train", "--algo", "bc", "--dataset", str(dataset), "--eval-every", "-1", "--out", str(root / "bc"),
+                "--no-progress", "--steps", "50", "--batch-size", "64", "--set", "hidden_dims=[64,64]"]) == 0
+    export_run(root / "bc", root / "initial.onnx")
+    return {"dataset": dataset, "model": root / "initial.onnx"}
+
+
+class Operator:
+    """The test's node: /teleop/command out (as a remapped teleop); /policy/status and /recorder/status in."""
+
+    def __init__(self, ros) -> None:
+        self.ros = ros
+        self.node = ros.create_node("test_operator")
+        self.teleop = self.node.create_publisher("std_msgs/msg/Float64MultiArray", "/teleop/command", ros.qos.DEFAULT)
+        self.policy: dict = {}
+        self.recorder: dict = {}
+        self.node.create_subscription("std_msgs/msg/String", "/policy/status",
+                                      lambda m: self.policy.update(json.loads(m.data)), ros.qos.TRANSIENT_LOCAL)
+        self.node.create_subscription("std_msgs/msg/String", "/recorder/status",
+                                      lambda m: self.recorder.update(json.loads(m.data)), ros.qos.TRANSIENT_LOCAL)
+
+    def spin_until(self, done, what: str, processes: dict[str, subprocess.Popen], timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            for name, process in processes.items():
+                assert process.poll() is None, f"{name} exited ({process.returncode}) while waiting for {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.ros.spin_once(self.node, 0.02)
+
+    def take_over(self, ticks: int, processes: dict[str, subprocess.Popen]) -> None:
+        """Send the operator's command at 20 Hz for `ticks` control periods."""
+        from robot_stack.ros import convert
+
+        for _ in range(ticks):
+            self.teleop.publish(convert.float_array(TELEOP_COMMAND))
+            until = time.monotonic() + 0.05
+            self.spin_until(lambda until=until: time.monotonic() >= until, "a control period", processes)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _consumed_episodes(run_dir: Path) -> int:
+    """Online episodes in the run's latest checkpoint (0 before there is one)."""
+    from robot_stack.errors import LearnError
+    from robot_stack.learn.trainer import load_checkpoint
+
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if not latest.is_file():
+        return 0
+    try:
+        return int((load_checkpoint(latest).get("online") or {}).get("episodes", 0))
+    except LearnError:  # replaced while it was read
+        return 0
+
+
+def test_robot_loop_over_dds_pushes_models_records_interventions_and_resumes_after_a_kill(offline, tmp_path,
+                                                                                          monkeypatch):
+    env = fresh_dds_env()
+    for key in ("ROS_DOMAIN_ID", "ROBOT_STACK_DDS_TAG", "ROBOT_STACK_ROS_BACKEND", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.setenv(key, env[key])
+    dataset, run_dir = tmp_path / "online.zarr", tmp_path / "run"
+    launch_log = (tmp_path / "launch.log").open("w")
+    launch = subprocess.Popen([sys.executable, "-m", "robot_stack.cli.main", "launch",
+                               str(REPO / "launch" / "online.launch.yaml"), f"model:={offline['model']}",
+                               "task:=reach2d", f"dataset:={dataset}"],
+                              cwd=tmp_path, env=env, stdout=launch_log, stderr=subprocess.STDOUT)
+    learner_command = [sys.executable, "-m", "robot_stack.cli.main", "train", "--algo", "iql",
+                       "--dataset", str(offline["dataset"]), "--steps", "20", "--batch-size", "64",
+                       "--set", "hidden_dims=[64,64]", "--eval-every", "-1", "--online", "robot",
+                       "--online-steps", str(ONLINE_STEPS), "--utd", "1", "--set", "push_every=20",
+                       "--online-dataset", str(dataset), "--out", str(run_dir), "--actor-timeout", "240"]
+    logs = [tmp_path / "learner1.log", tmp_path / "learner2.log"]
+    from robot_stack import ros
+
+    ros.init([])
+    operator = Operator(ros)
+    try:
+        with logs[0].open("w") as log:
+            learner = subprocess.Popen(learner_command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        processes = {"the launch": launch, "the learner": learner}
+        # The operator takes over during the first episode the learner runs.
+        operator.spin_until(lambda: operator.recorder.get("recording"), "the first episode", processes)
+        intervened_episode = operator.recorder["episode"]
+        operator.take_over(6, processes)
+        operator.spin_until(lambda: _consumed_episodes(run_dir) >= 1, "a checkpoint holding an episode", processes)
+        kill_at = time.monotonic() + random.uniform(0.0, 3.0)
+        operator.spin_until(lambda: time.monotonic() >= kill_at, "the moment of the kill", processes)
+        learner.send_signal(signal.SIGKILL)
+        learner.wait()
+        with logs[1].open("w") as log:
+            learner = subprocess.Popen(learner_command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        operator.spin_until(lambda: learner.poll() is not None, "the restarted learner to finish",
+                            {"the launch": launch}, timeout=400.0)
+        text = logs[1].read_text()
+        assert learner.returncode == 0, text[-3000:]
+        operator.spin_until(lambda: (operator.policy.get("last_load") or {}).get("time", 0) > 0, "the policy status",
+                            {"the launch": launch})
+    finally:
+        _stop(learner)
+        _stop(launch)
+        launch_log.close()
+        operator.node.destroy_node()
+        ros.shutdown()
+
+    # The policy node runs the last model the learner exported (a new one: not the model it was launched with).
+    models = sorted((run_dir / "models").glob("online_*.onnx"))
+    assert models, text[-3000:]
+    last_load = operator.policy["last_load"]
+    assert last_load["result"] == "loaded" and last_load["onnx_sha256"] == sha256_file(models[-1])
+    assert last_load["onnx_sha256"] != sha256_file(offline["model"]) and operator.policy["swaps"] >= 1
+
+    # Every episode in the dataset is an online one; the operator's steps are flagged, in the episode it drove.
+    recorded = Dataset.open(dataset)
+    table = recorded.episode_table()
+    assert recorded.n_episodes >= 2 and set(table["source"].tolist()) == {"online"}
+    flags = recorded.frames("intervention").astype(bool)
+    episode_of = recorded.episode_of(np.flatnonzero(flags))
+    assert 0 < flags.sum() < len(flags) and set(episode_of.tolist()) == {intervened_episode}
+    operated = np.isclose(recorded.frames("action")[flags], TELEOP_COMMAND, atol=1e-6).all(axis=1)
+    assert operated.mean() >= 0.5  # the operator's command is what was recorded (a frame's action and flag may
+    # come from neighbouring control steps at the take-over's edges)
+
+    # The resumed learner's replay holds every dataset episode exactly once.
+    result = json.loads((run_dir / "robot_result.json").read_text())
+    robot = result["robot"]
+    assert result["complete"] and "resumed:" in text, text[-3000:]
+    assert robot["committed"] == recorded.n_episodes and robot["first_episode"] == 0
+    assert robot["env_steps"] == int((table["length"] - 1).sum()) >= ONLINE_STEPS
+    assert robot["accepted"] == robot["pushed"] >= 1 and robot["interventions"] == flags.sum()
+    assert "robot learner: " in text and f"{recorded.n_episodes} episodes committed" in text
+
+
+def test_the_learner_names_the_actor_topic_it_does_not_hear(dds_env, ros_session):
+    from robot_stack.online.actor import ActorLink
+    from robot_stack.online.options import RobotOptions
+
+    ros = ros_session("dds")
+    link = ActorLink(ros, RobotOptions(actor_timeout_s=1.0), "learner")
+    with pytest.raises(RosError, match="no policy node heard on /policy/status within 1 s: start the actor side"):
+        link.wait_for_actor()
+    # A policy node (its latched status, a reader of /policy/load) but no recorder: the recorder's topic is named.
+    policy = ros.create_node("policy")
+    status = policy.create_publisher("std_msgs/msg/String", "/policy/status", ros.qos.TRANSIENT_LOCAL)
+    status.publish(ros.message_class("std_msgs/msg/String")(data=json.dumps({"rate_hz": 20.0})))
+    policy.create_subscription("std_msgs/msg/UInt8MultiArray", "/policy/load", lambda _m: None,
+                               ros.qos.DEFAULT.with_depth(1))
+    with pytest.raises(RosError, match="no recorder heard on /recorder/status within 1 s"):
+        link.wait_for_actor()
+    link.close()
+    policy.destroy_node()
+
+
+def test_an_online_dataset_of_another_robot_is_refused_in_one_line_before_training(offline, tmp_path):
+    source = Dataset.open(offline["dataset"])
+    other = tmp_path / "other.zarr"
+    DatasetWriter.create(other, robot=dict(source.robot, name="other_arm"), record_hz=source.record_hz,
+                         features=list(source.features.values()), tasks=source.tasks).close()
+    result = subprocess.run([sys.executable, "-m", "robot_stack.cli.main", "train", "--algo", "iql", "--dataset",
+                             str(offline["dataset"]), "--steps", "20", "--eval-every", "-1", "--online", "robot",
+                             "--online-dataset", str(other), "--out", str(tmp_path / "run"), "--no-progress"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "was recorded on the robot 'other_arm'" in lines[-1] and "into a new dataset" in lines[-1]
+    assert not (tmp_path / "run" / "checkpoints" / "step_00000020.pt").exists()  # it stopped before training
