@@ -6,7 +6,6 @@ in for the operator (/teleop/command) and watching /policy/status and /recorder/
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -210,3 +209,114 @@ def test_an_online_dataset_of_another_robot_is_refused_in_one_line_before_traini
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "was recorded on the robot 'other_arm'" in lines[-1] and "into a new dataset" in lines[-1]
     assert not (tmp_path / "run" / "checkpoints" / "step_00000020.pt").exists()  # it stopped before training
+
+
+class StandIn:
+    """The test standing in, on the learner's topics, for a position-controlled arm whose joints go where
+    /teleop/command says (moving=False: they stay), a recorder that commits on stop/success/fail, and a policy
+    node that answers /policy/load with `answer` (loaded or refused)."""
+
+    def __init__(self, ros) -> None:
+        self.ros = ros
+        self.node = ros.create_node("stand_in")
+        self.position, self.moving, self.answer = np.zeros(2), True, "loaded"
+        self.words: list[str] = []
+        self.recorder = {"recording": False, "committed_this_run": 0, "failed_this_run": 0, "episode": 0}
+        self.joints = self.node.create_publisher("sensor_msgs/msg/JointState", "/joint_states", ros.qos.SENSOR_DATA)
+        self.recorder_pub = self.node.create_publisher("std_msgs/msg/String", "/recorder/status",
+                                                       ros.qos.TRANSIENT_LOCAL)
+        self.policy_pub = self.node.create_publisher("std_msgs/msg/String", "/policy/status", ros.qos.TRANSIENT_LOCAL)
+        self.node.create_subscription("std_msgs/msg/Float64MultiArray", "/teleop/command", self._on_teleop,
+                                      ros.qos.DEFAULT)
+        self.node.create_subscription("std_msgs/msg/String", "/recorder/control", self._on_control, ros.qos.DEFAULT)
+        self.node.create_subscription("std_msgs/msg/UInt8MultiArray", "/policy/load", self._on_load,
+                                      ros.qos.DEFAULT.with_depth(1))
+        self._status("recorder", self.recorder)
+        self._status("policy", {"rate_hz": 20.0, "last_load": None})
+
+    def _status(self, which: str, status: dict) -> None:
+        publisher = self.recorder_pub if which == "recorder" else self.policy_pub
+        publisher.publish(self.ros.message_class("std_msgs/msg/String")(data=json.dumps(status)))
+
+    def _on_teleop(self, message) -> None:
+        if self.moving:
+            self.position = np.asarray(message.data, float)
+
+    def _on_control(self, message) -> None:
+        self.words.append(message.data)
+        if message.data == "start":
+            self.recorder["recording"] = True
+        else:
+            self.recorder.update(recording=False, committed_this_run=self.recorder["committed_this_run"] + 1,
+                                 episode=self.recorder["episode"] + 1)
+        self._status("recorder", self.recorder)
+
+    def _on_load(self, message) -> None:
+        from robot_stack.deploy.card import sha256_bytes
+
+        load = {"result": self.answer, "onnx_sha256": sha256_bytes(bytes(message.data)), "time": time.time()}
+        if self.answer == "refused":
+            load = {"result": "refused", "reason": "its command is not the running model's", "time": time.time()}
+        self._status("policy", {"rate_hz": 20.0, "last_load": load})
+
+    def serve(self, link, until, timeout: float = 30.0) -> None:
+        """Spin both nodes (the stand-in publishes its joints each round) until until()."""
+        from robot_stack.ros import convert
+
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, "timed out"
+            self.joints.publish(convert.joint_state(("shoulder", "elbow"), self.position, np.zeros(2)))
+            self.ros.spin_once(self.node, 0.0)
+            link.spin(0.01)
+
+
+def test_a_joint_reset_drives_the_target_then_records_to_the_horizon_or_stops_in_one_line(dds_env, ros_session):
+    from robot_stack.online.actor import ActorLink, EpisodeDriver
+    from robot_stack.online.options import RobotOptions
+
+    ros = ros_session("dds")
+    target = (0.5, -0.2)
+    options = RobotOptions(reset="joints", reset_joints=target, reset_timeout_s=1.0, horizon=4, actor_timeout_s=30.0)
+    link = ActorLink(ros, options, "learner")
+    robot = StandIn(ros)
+    robot.serve(link, lambda: link.policy_status is not None and link.recorder_status is not None
+                and link.joint_position is not None and link.control_pub.get_subscription_count() > 0)
+    lines: list[str] = []
+    driver = EpisodeDriver(link, options.horizon, lines.append)
+    driver.begin()
+    outcomes = []
+    robot.serve(link, lambda: outcomes.append(driver.poll()) or outcomes[-1] is not None)
+    assert outcomes[-1].committed and outcomes[-1].word == "stop" and outcomes[-1].steps >= options.horizon
+    assert np.allclose(robot.position, target) and robot.words == ["start", "stop"]  # reached, then recorded
+    robot.moving, robot.position = False, np.zeros(2)  # a robot that does not follow
+    driver.begin()
+    with pytest.raises(RosError, match=r"did not reach the reset position within 1 s \(off by up to 0\.500 rad"):
+        robot.serve(link, lambda: driver.poll() is not None)
+    assert robot.words == ["start", "stop"]  # no episode was started
+    link.close()
+
+
+def test_a_refused_model_is_a_warning_and_counted_an_accepted_one_confirmed_by_its_hash(dds_env, ros_session):
+    from robot_stack.online.actor import ActorLink, ModelPusher
+    from robot_stack.online.options import RobotOptions
+
+    from robot_stack.deploy.card import sha256_bytes
+
+    ros = ros_session("dds")
+    link = ActorLink(ros, RobotOptions(reset="operator", horizon=10), "learner")
+    robot = StandIn(ros)
+    robot.serve(link, lambda: link.policy_status is not None and link.load_pub.get_subscription_count() > 0)
+    lines: list[str] = []
+    pusher = ModelPusher(link, lines.append, timeout_s=30.0)
+    answers = []
+    for answer, model in (("refused", b"model one"), ("loaded", b"model two")):
+        robot.answer = answer
+        pusher.push(model, sha256_bytes(model), answer)
+        robot.serve(link, lambda: answers.append(pusher.poll()) or answers[-1] is not None)
+    assert [a for a in answers if a] == ["refused", "accepted"]
+    assert pusher.counts == {"pushed": 2, "accepted": 1, "refused": 1, "unanswered": 0}
+    assert lines[0] == ("WARNING: the policy node refused model refused: its command is not the running model's; "
+                        "it keeps running the model before")
+    assert lines[1].startswith(f"the policy node runs model loaded ({sha256_bytes(b'model two')[:12]})")
+    link.close()

@@ -213,6 +213,7 @@ class EpisodeDriver:
             self._enter("resetting", self.options.actor_timeout_s)
         elif self.options.reset == "joints":
             self.mark = 0
+            link.joint_position = None  # only joint states heard after the reset began count
             self._enter("resetting", self.options.reset_timeout_s)
         else:
             self.log("reset the robot, then start the episode (the teleop's start, or `robot-stack topic pub --once "
