@@ -214,8 +214,8 @@ class RobotLearner:
             while True:
                 self.link.spin(0.0 if self._pending_updates() and not self.driver.urgent else 0.01)
                 self._land()
-                if next_eval is not None and run.env_steps >= next_eval:
-                    run.evaluate()  # a sim evaluation in the gymnasium env, where the robot is a sim task
+                if next_eval is not None and run.env_steps >= next_eval and not self.driver.busy:
+                    run.evaluate()  # in the sim task's gymnasium env (a sim robot): the curve's points
                     next_eval = (run.env_steps // every + 1) * every
                 outcome = self.driver.poll()
                 if outcome is not None:
