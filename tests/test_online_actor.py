@@ -39,20 +39,13 @@ OPERATOR = np.array([0.61, -0.43])  # the operator's command: inside the bounds,
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    """A reach2d BC policy (a few scripted episodes, a few updates: only its being the model's output matters)."""
-    from robot_stack.sim.collect import main as sim_collect
-
-    from robot_stack.cli.main import main as cli
+def model(reach2d_runs, tmp_path_factory) -> Path:
+    """A reach2d BC policy on the state (the session's tiny run: only its being the model's output matters)."""
     from robot_stack.deploy.export import export_run
 
-    root = tmp_path_factory.mktemp("actor_model")
-    assert sim_collect(["--task", "reach2d", "--episodes", "3", "--mix", "expert=1", "-o", str(root / "d.zarr"),
-                        "-q"]) in (0, None)
-    assert cli(["train", "--algo", "bc", "--dataset", str(root / "d.zarr"), "--eval-every", "-1", "--out",
-                str(root / "run"), "--no-progress", "--steps", "20", "--batch-size", "64"]) == 0
-    export_run(root / "run", root / "bc.onnx")
-    return root / "bc.onnx"
+    path = tmp_path_factory.mktemp("actor_model") / "bc.onnx"
+    export_run(reach2d_runs("bc"), path)
+    return path
 
 
 def model_command(policy: OnnxPolicy, values: dict[str, np.ndarray]) -> np.ndarray:
