@@ -222,13 +222,16 @@ class RobotLearner:
                     self.awaiting = int((self.link.recorder_status or {}).get("episode") or 0)
                     self.awaiting_since = time.monotonic()
                     self.next_read = 0.0
-                collecting = run.env_steps < config.online_steps
-                if collecting and not self.driver.busy and self.awaiting is None:
-                    self.driver.begin()
                 self._train()
                 self.pusher.poll()
-                if run.step - self.pushed_at >= config.push_every and not self.pusher.busy:
+                collecting = run.env_steps < config.online_steps
+                # Between episodes (an export takes seconds; an episode runs one model), once the last one landed and
+                # while episodes remain to be run with it; the last model goes at the end.
+                if (collecting and run.step - self.pushed_at >= config.push_every and not self.pusher.busy
+                        and not self.driver.busy and self.awaiting is None):
                     self._push()
+                if collecting and not self.driver.busy and self.awaiting is None and not self.pusher.busy:
+                    self.driver.begin()
                 if not collecting and not self.driver.busy and self.awaiting is None and not self._pending_updates():
                     break
             if run.step > self.pushed_at:
@@ -283,8 +286,7 @@ class RobotLearner:
             return
         budget = UPDATE_BUDGET / self.link.rate_hz()
         chunk = int(min(max(budget / self.update_s, 1), UPDATE_CHUNK))
-        to_push = self.config.push_every - (self.run.step - self.pushed_at)  # pushes land on multiples of push_every
-        count = max(1, min(pending, chunk, to_push))
+        count = min(pending, chunk)
         before, started = self.run.step, time.perf_counter()
         self.run.update(count)
         if self.run.step > before:
