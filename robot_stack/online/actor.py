@@ -150,9 +150,8 @@ def _json(text: str) -> dict[str, Any] | None:
 
 @dataclass
 class EpisodeOutcome:
-    """What the learner saw of one episode: committed (the recorder confirmed it) and the word that ended it."""
+    """An episode the recorder has committed: the word that ended it and the control steps the learner counted."""
 
-    committed: bool
     word: str  # success | fail | stop | operator (the operator's own success/fail/stop)
     steps: int  # control steps the learner counted
 
@@ -177,6 +176,7 @@ class EpisodeDriver:
         self.baseline: tuple[int, int] = (0, 0)  # the recorder's (committed, failed) when this episode began
         self.word = ""
         self.steps = 0
+        self.next_command = 0.0  # joints reset: when the target is sent next (monotonic s)
 
     @property
     def busy(self) -> bool:
@@ -249,7 +249,7 @@ class EpisodeDriver:
         elif self.state == "running":
             if link.recorder_count("committed_this_run") > self.baseline[0]:  # the operator ended it
                 self.word = "operator"
-                return self._done(True)
+                return self._done()
             word = self._end_word()
             if word:
                 self.word = word
@@ -257,15 +257,15 @@ class EpisodeDriver:
                 self._enter("committing", self.options.actor_timeout_s)
         elif self.state == "committing":
             if link.recorder_count("committed_this_run") > self.baseline[0]:
-                return self._done(True)
+                return self._done()
             if time.monotonic() > self.deadline:
                 raise RosError(f"the recorder did not commit the episode within {self.options.actor_timeout_s:g} s of "
                                f"{self.word!r}: is it still running? (robot-stack topic echo /recorder/status)")
         return None
 
-    def _done(self, committed: bool) -> EpisodeOutcome:
+    def _done(self) -> EpisodeOutcome:
         self.state = "idle"
-        return EpisodeOutcome(committed, self.word, self.steps)
+        return EpisodeOutcome(self.word, self.steps)
 
     def _check_failed_start(self) -> None:
         link = self.link
@@ -288,7 +288,9 @@ class EpisodeDriver:
                     return True
             return False
         target = np.asarray(self.options.reset_joints)
-        link.teleop_pub.publish(link.ros.message_class("std_msgs/msg/Float64MultiArray")(data=target))
+        if time.monotonic() >= self.next_command:  # the target as a command, at the control rate
+            link.teleop_pub.publish(link.ros.message_class("std_msgs/msg/Float64MultiArray")(data=target))
+            self.next_command = time.monotonic() + 1.0 / link.rate_hz()
         position = link.joint_position
         if position is None or position.shape != target.shape:
             return False
