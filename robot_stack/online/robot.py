@@ -82,6 +82,7 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
     check_online_dataset(path, run)  # before the offline phase: a wrong dataset fails at once
     run.pretrain()
     run.switch()
+    run.save_checkpoint()  # from here on the same command resumes the run, even one with no offline phase
     first = _first_episode(Path(run.run_dir), path, log)
     ros.init([])
     link = ActorLink(ros, options, f"online_learner_{os.getpid()}")
