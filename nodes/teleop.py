@@ -47,6 +47,9 @@ INTERFACE = NodeInterface(
                       "(-1: none)"),
         ParameterSpec("speed", 1.0, "operator sources: a key's or a full stick's command value"),
         ParameterSpec("device", "", "gamepad/spacemouse: the evdev device path (empty: the first that fits)"),
+        ParameterSpec("only_when_active", False, "operator sources: publish a command only on ticks the operator "
+                      "moves (a motion element not 0) or changes it (the gripper toggled); for a teleop whose output "
+                      "is remapped to /teleop/command, where every command it sends overrides the policy"),
         ParameterSpec("task", "lift", "scripted: the sim task whose expert drives"),
         ParameterSpec("episodes", 10, "scripted: episodes to have committed by the recorder before exiting",
                       minimum=1),
@@ -257,7 +260,20 @@ class Teleop:
 
     def on_tick(self) -> None:
         command = self.scripted_tick() if self.source == "scripted" else self.read_operator()
+        if self.source != "scripted" and self.param["only_when_active"] and not self.operator_active(command):
+            return
         self.command_pub.publish(convert.float_array(command))
+
+    def operator_active(self, command: np.ndarray) -> bool:
+        """Whether the operator commands this tick: a motion element is not 0, or the command changed since the last
+        tick (a gripper toggle). A policy node treats every command on /teleop/command as a takeover (HIL-SERL's
+        interventions), so an idle operator must send nothing rather than a stream of zeros."""
+        command = np.asarray(command, dtype=float)
+        gripper = int(self.param["gripper_index"])
+        motion = np.delete(command, gripper) if 0 <= gripper < command.size else command
+        previous, self.previous_command = getattr(self, "previous_command", None), command.copy()
+        changed = previous is not None and not np.array_equal(previous, command)
+        return bool(np.any(motion != 0.0) or changed)
 
     def close(self) -> None:
         if self.source == "scripted" and self.phase != "done":  # stopped from outside (Ctrl-C, the launch)

@@ -98,6 +98,45 @@ def test_keyboard_teleop_in_a_terminal_publishes_commands_and_recorder_events(ro
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_an_idle_operator_sends_nothing_when_only_when_active(ros_session, dds_env):
+    """For a teleop remapped to /teleop/command (online fine-tuning), every command it sends overrides the policy:
+    with only_when_active it sends commands while keys move the robot and once for a gripper toggle, nothing idle."""
+    ros = ros_session("dds")
+    listener = Listener(ros)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.execv(sys.executable, node_command("teleop", "source:=keyboard", "command_dim:=7", "gripper_index:=6",
+                                              "only_when_active:=true"))
+    try:
+        listener.spin_until(lambda: listener.node.count_publishers("robot/command") > 0, 20, "teleop's publisher")
+        end = time.monotonic() + 10
+        while not listener.commands and time.monotonic() < end:  # keys until the listener hears the teleop
+            os.write(fd, b"w")
+            listener.ros.spin_once(listener.node, 0.05)
+        assert listener.commands and all(c[0] == 1.0 for c in listener.commands), "a key sends its motion"
+        end = time.monotonic() + 0.5  # the key's hold ticks run out
+        while time.monotonic() < end:
+            listener.ros.spin_once(listener.node, 0.02)
+        idle_from = len(listener.commands)
+        end = time.monotonic() + 1.5  # 30 control ticks of an idle operator
+        while time.monotonic() < end:
+            listener.ros.spin_once(listener.node, 0.02)
+        assert len(listener.commands) == idle_from, "an idle operator sent commands"
+        os.write(fd, b" ")  # the gripper toggles: one command, then idle again
+        listener.spin_until(lambda: len(listener.commands) > idle_from, 5, "the gripper toggle")
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            listener.ros.spin_once(listener.node, 0.02)
+        toggled = listener.commands[idle_from:]
+        assert len(toggled) == 1 and toggled[0][6] == 1.0 and not np.any(toggled[0][:6])
+    finally:
+        os.kill(pid, 2)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_keyboard_teleop_without_a_terminal_is_a_clear_error(dds_env):
     result = subprocess.run(node_command("teleop", "source:=keyboard"), stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, cwd=REPO, timeout=60)
