@@ -488,12 +488,12 @@ def run_online(trainer: Trainer, progress: bool = True) -> dict[str, Any]:
         run = OnlineRun(trainer)
         dataset = OnlineDataset(run, path)
         dataset.sources_of(set(probe))
+        run.pretrain()
         for episode in run.episodes_from_dataset(dataset.dataset):  # a resumed run: the episodes it collected
             run.add_episode(episode, log=False)
         if resumed and run.done and (run.run_dir / "result.json").is_file():
             raise LearnError(f"run {run.run_dir} already collected {run.env_steps} env steps: resume it with "
                              "--online-steps above that")
-        run.pretrain()
         run.switch()
         _online_phase(run, envs, dataset, progress)
     except KeyboardInterrupt:

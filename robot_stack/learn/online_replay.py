@@ -165,9 +165,11 @@ class MixedSampler:
 
     @property
     def mode(self) -> str:
-        if self.offline is None or self.ratio == 1 or self.ratio == 1.0:
+        if self.offline is None:
             return "online"
-        return "mixed" if len(self.online) else "offline"
+        if not len(self.online):
+            return "offline"
+        return "online" if self.ratio != "proportional" and float(self.ratio) == 1.0 else "mixed"
 
     @property
     def ready(self) -> bool:
