@@ -80,7 +80,6 @@ class CQL(SAC):
         c = self.config
         obs = self.encode(batch.obs)
         data_action = self.actor.snap(batch.action)  # binary elements at their bound (as is without any)
-        batch_size, n, dim = batch.action.shape[0], c.n_actions, self.action_dim
         features = obs.detach()
         alpha_ent = self.temperature().detach()
         metrics = self.actor_step(features, batch, alpha_ent) if update_actor else {}
@@ -88,24 +87,9 @@ class CQL(SAC):
         with torch.no_grad():
             next_obs = self.encode(batch.next_obs)
             target = self.td_target(batch, next_obs, alpha_ent)
-            # N actions per state: uniform in [-1, 1]^A, and the policy's at s and at s' (evaluated at s).
-            repeated_obs = features.repeat_interleave(n, dim=0)
-            repeated_next = next_obs.repeat_interleave(n, dim=0)
-            random_action = self.actor.snap(torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0)
-            pi_action, pi_log = self.actor.sample(repeated_obs)
-            next_pi_action, next_pi_log = self.actor.sample(repeated_next)
-            log_density = torch.cat([
-                torch.full((batch_size, n), dim * math.log(0.5), device=obs.device),
-                pi_log.view(batch_size, n), next_pi_log.view(batch_size, n)], dim=1)
-
         q = self.critic(obs, data_action)
         td_loss = ((q - target) ** 2).mean(dim=1)  # the authors' MSE, no 1/2: alpha weighs the penalty against it
-        obs_n = obs.repeat_interleave(n, dim=0)
-        sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
-        q_sampled = self.critic(obs_n.repeat(3, 1), sampled)  # [E, 3 * B * N], blocks of B * N
-        q_sampled = q_sampled.view(-1, 3, batch_size, n).permute(0, 2, 1, 3).reshape(-1, batch_size, 3 * n)
-        if c.calibrated:  # the policy's 2n actions at each state: no lower than the data's return from there
-            q_sampled = torch.cat([q_sampled[..., :n], torch.maximum(q_sampled[..., n:], batch.return_to_go[None, :, None])], -1)
+        q_sampled, log_density = self.sampled_q(obs, next_obs, batch.return_to_go)
         penalty = cql_penalty(q_sampled, log_density, q, c.temperature, c.clip_diff_min, c.clip_diff_max)
         if c.lagrange_gap is None:
             conservative = c.alpha * penalty
@@ -125,6 +109,29 @@ class CQL(SAC):
         soft_update(self.critic_target, self.critic, c.tau)
         return metrics | {"critic_loss": critic_loss.detach(), "td_loss": td_loss.detach().mean(),
                           "cql_penalty": penalty.detach().mean(), "alpha_entropy": alpha_ent, "q": q.detach().mean()}
+
+    def sampled_q(self, obs: Tensor, next_obs: Tensor, return_to_go: Tensor | None) -> tuple[Tensor, Tensor]:
+        """What the penalty's logsumexp sees: Q_i(s, a_j) [E, B, 3N] for, per state, N uniform actions, N policy
+        actions at s and N at s' (all evaluated at s; with `calibrated`, the policy's 2N as max(Q, return_to_go [B])),
+        and the log densities they are drawn with [B, 3N]. obs, next_obs: encoded features [B, D] (the critic's
+        gradient flows through obs)."""
+        c = self.config
+        batch_size, n, dim = obs.shape[0], c.n_actions, self.action_dim
+        with torch.no_grad():
+            random_action = self.actor.snap(torch.rand(batch_size * n, dim, device=obs.device) * 2.0 - 1.0)
+            pi_action, pi_log = self.actor.sample(obs.detach().repeat_interleave(n, dim=0))
+            next_pi_action, next_pi_log = self.actor.sample(next_obs.repeat_interleave(n, dim=0))
+            log_density = torch.cat([
+                torch.full((batch_size, n), dim * math.log(0.5), device=obs.device),
+                pi_log.view(batch_size, n), next_pi_log.view(batch_size, n)], dim=1)
+        obs_n = obs.repeat_interleave(n, dim=0)
+        sampled = torch.cat([random_action, pi_action, next_pi_action], dim=0)
+        q_sampled = self.critic(obs_n.repeat(3, 1), sampled)  # [E, 3 * B * N], blocks of B * N
+        q_sampled = q_sampled.view(-1, 3, batch_size, n).permute(0, 2, 1, 3).reshape(-1, batch_size, 3 * n)
+        if c.calibrated:  # the policy's 2n actions at each state: no lower than the data's return from there
+            bound = return_to_go[None, :, None]
+            q_sampled = torch.cat([q_sampled[..., :n], torch.maximum(q_sampled[..., n:], bound)], -1)
+        return q_sampled, log_density
 
     def actor_loss(self, features: Tensor, batch: Batch, alpha_ent: Tensor) -> tuple[Tensor, Tensor]:
         """SAC's, or during the bc_steps warm start the maximum likelihood of the data's actions (with the entropy term)."""
