@@ -165,6 +165,18 @@ def test_sac_update_is_the_papers_and_rlpd_takes_the_target_over_a_random_pair_o
         torch.testing.assert_close(new.detach(), (1 - c.tau) * old + c.tau * src.detach(), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("algo_name", ["rlpd", "wsrl"])
+def test_a_critic_only_update_leaves_the_actor_and_temperature_alone(algo_name):
+    """update_actor False (the updates between two of RLPD's actor updates) trains the critic and its target only."""
+    algo = make_algorithm(algo_name, n_actions=2) if algo_name == "wsrl" else make_algorithm(algo_name)
+    actor, temperature, critic = (parameters(m) for m in (algo.actor, algo.temperature, algo.critic))
+    losses = algo.update(tiny_batch(), update_actor=False)
+    assert "actor_loss" not in losses and torch.isfinite(losses["critic_loss"])
+    assert all(torch.equal(p, b) for p, b in zip(algo.actor.parameters(), actor))
+    assert all(torch.equal(p, b) for p, b in zip(algo.temperature.parameters(), temperature))
+    assert any(not torch.equal(p, b) for p, b in zip(algo.critic.parameters(), critic))
+
+
 def test_rlpd_target_subsets_are_fresh_pairs_of_distinct_members_each_update():
     algo = make_algorithm("rlpd")
     torch.manual_seed(0)
