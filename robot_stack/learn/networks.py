@@ -104,7 +104,7 @@ class QEnsemble(nn.Module):
             x = layer(x, members)
             if self.norms is not None:
                 x = self.norms[index](x, members)
-            x = F.relu_(x)  # in place: baddbmm's and layer_norm's backward need their inputs, not their output
+            x = F.relu_(x)  # in place: the op before (baddbmm, or the norm's addcmul) keeps its inputs for backward
         return self.out(x, members).squeeze(-1)
 
 
