@@ -268,3 +268,50 @@ def test_train_help_lists_every_algorithm_and_the_online_examples():
     assert done.returncode == 0
     assert all(name in done.stdout for name in ALGORITHMS)
     assert "--online sim:reach2d" in done.stdout and "--online-ratio" in done.stdout and "--warmup-steps" in done.stdout
+
+
+# -- several envs -----------------------------------------------------------------------------------------------------
+
+
+def test_several_envs_collect_one_episode_each_per_round(reach_mixed, tmp_path):
+    out = tmp_path / "two_envs"
+    result = run_online(Trainer(config(reach_mixed, out, online_steps=120, num_envs=2), progress=False), progress=False)
+    online = Dataset.open(out / "online.zarr")
+    assert result["online"]["env_steps"] == 120 and online.n_episodes == 4
+    assert result["online"]["updates"] == 120  # utd 1: an update per env step, 2 per vector step
+    starts = online.frames("object_pose")[[online.episode_slice(i).start for i in range(4)]]
+    assert len({tuple(np.round(target, 6)) for target in starts}) == 4  # each env's episode has its own seed
+
+
+def test_envs_in_subprocesses_step_as_the_same_envs_here(monkeypatch):
+    from robot_stack.learn import online
+
+    commands = np.random.default_rng(0).uniform(-1, 1, (30, 2, 2))
+    runs = []
+    for threshold in (float("inf"), 0.0):  # here, then in subprocesses (as if the step were costly)
+        monkeypatch.setattr(online.SimEnvs, "ASYNC_ABOVE_S", threshold)
+        monkeypatch.setattr(online.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+        envs = online.SimEnvs("reach2d", None, [], 2)
+        try:
+            observation, reward, success = envs.reset([3, 4])
+            steps = [(observation, reward)]
+            for command in commands:
+                observation, reward, success, done = envs.step(command)
+                steps.append((observation, reward))
+            runs.append((envs.parallel, steps, done))
+        finally:
+            envs.close()
+    (here, steps_here, done_here), (parallel, steps_parallel, done_parallel) = runs
+    assert not here and parallel and done_here.all() and done_parallel.all()
+    for (obs_a, reward_a), (obs_b, reward_b) in zip(steps_here, steps_parallel):
+        np.testing.assert_allclose(reward_a, reward_b)
+        for key in obs_a:
+            np.testing.assert_allclose(obs_a[key], obs_b[key])
+
+
+def test_a_resumed_online_run_refuses_flags_that_change_what_it_learns(online_run, capsys):
+    _, out = online_run
+    assert cli(["train", "--resume", str(out), "--utd", "4", "--online-ratio", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--utd 4 (the run's: 1)" in err and "--online-ratio 1.0 (the run's: 0.5)" in err
+    assert len(err.strip().splitlines()) == 1

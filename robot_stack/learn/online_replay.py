@@ -102,6 +102,9 @@ class OnlineReplay:
             torch.zeros(self.capacity, device=device) for _ in range(4))
         self.size = torch.zeros((), dtype=torch.int64, device=device)  # transitions, as sample() reads them
         self.n_frames = self.n_transitions = self.n_episodes = 0
+        # What a compiled step may read on the host: a flag that changes once (the counts above would be guards
+        # that recompile the step at every episode).
+        self.has_data = False
 
     def __len__(self) -> int:
         return self.n_transitions
@@ -134,6 +137,7 @@ class OnlineReplay:
             getattr(self, name)[first:last] = torch.as_tensor(index[name], device=self.device)
         self.n_frames, self.n_transitions, self.n_episodes = stop, last, self.n_episodes + 1
         self.size.fill_(last)
+        self.has_data = True
 
     def sample(self, batch_size: int) -> Batch:
         index = torch.randint(_DRAW_RANGE, (batch_size,), device=self.device) % self.size.clamp(min=1)
@@ -167,13 +171,13 @@ class MixedSampler:
     def mode(self) -> str:
         if self.offline is None:
             return "online"
-        if not len(self.online):
+        if not self.online.has_data:
             return "offline"
         return "online" if self.ratio != "proportional" and float(self.ratio) == 1.0 else "mixed"
 
     @property
     def ready(self) -> bool:
-        return self.mode != "online" or len(self.online) > 0
+        return self.mode != "online" or self.online.has_data
 
     @property
     def device(self) -> torch.device:
