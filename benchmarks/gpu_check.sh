@@ -14,7 +14,8 @@
 #   policy_latency    benchmarks/policy_latency.py --device cuda: onnxruntime's CUDA execution provider (I/O
 #                     binding, batch 1) beside the CPU and torch, and the policy node end to end over loopback
 #                     DDS (policy_latency.json); CUDA EP figures need the gpu extra (onnxruntime-gpu)
-#   online_loop       benchmarks/online_loop.py --device cuda, once it exists (offline-to-online, planned)
+#   online_speed      benchmarks/online_speed.py --device cuda: env steps/s and updates/s of the online loop (SAC on
+#                     reach2d, UTD 1 and 10; compile + CUDA graphs) against a plain cleanrl-style loop (online_speed.json)
 #   tests             the CUDA-only tests: tests/test_learn_trainer.py -k cuda (compiled step = eager step;
 #                     compile + CUDA-graph capture of every algorithm), tests/test_clip_embed.py -k cuda (fp16
 #                     embeddings match fp32)
@@ -166,8 +167,8 @@ step label_throughput 70 "torch zarr open_clip" label_throughput.json \
     "$PY" benchmarks/label_throughput.py --device cuda --frames 4096 --naive-frames 256 --rounds 2
 step policy_latency 70 "torch zarr onnx onnxruntime cyclonedds rosbags" policy_latency.json \
     "$PY" benchmarks/policy_latency.py --device cuda --rounds 2 --seconds 3
-step online_loop 60 "torch zarr" online_loop.json \
-    "$PY" benchmarks/online_loop.py --device cuda
+step online_speed 150 "torch zarr mujoco gymnasium" online_speed.json \
+    "$PY" benchmarks/online_speed.py --device cuda --rounds 2
 step tests_trainer_cuda 160 "torch zarr mujoco gymnasium pytest" "" \
     "$PY" -m pytest tests/test_learn_trainer.py -k cuda -q -rs -p no:cacheprovider "${XDIST[@]}"
 step tests_clip_cuda 45 "torch zarr open_clip pytest" "" \
@@ -212,6 +213,11 @@ def figures(step):
         rows = [f"{r['policy']} {r['case']}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms"
                 for r in data["inference"] if r["device"] == "cuda"]
         return rows
+    if name == "online_speed" and (data := load("online_speed.json")):
+        return [f"UTD {r['utd']}: {r['robot_stack']['env_steps_per_s']:.0f} env steps/s, "
+                f"{r['robot_stack']['updates_per_s']:.0f} updates/s vs plain {r['plain']['env_steps_per_s']:.0f}, "
+                f"{r['plain']['updates_per_s']:.0f} ({r['ratio']['env_steps_per_s']:.2f}x, "
+                f"{r['ratio']['updates_per_s']:.2f}x)" for r in data["rows"]]
     if name.startswith("tests_"):
         lines = [line for line in (logs / f"{name}.log").read_text().splitlines() if line.strip()]
         return lines[-1:]
