@@ -114,7 +114,7 @@ def test_robot_loop_over_dds_pushes_models_records_interventions_and_resumes_aft
                        "--dataset", str(offline["dataset"]), "--steps", "20", "--batch-size", "64",
                        "--set", "hidden_dims=[64,64]", "--eval-every", "-1", "--online", "robot",
                        "--online-steps", str(ONLINE_STEPS), "--utd", "1", "--set", "push_every=20",
-                       "--online-dataset", str(dataset), "--out", str(run_dir), "--actor-timeout", "240"]
+                       "--online-dataset", str(dataset), "--out", str(run_dir)]
     logs = [tmp_path / "learner1.log", tmp_path / "learner2.log"]
     from robot_stack import ros
 
