@@ -298,10 +298,9 @@ def test_a_joint_reset_drives_the_target_then_records_to_the_horizon_or_stops_in
 
 
 def test_a_refused_model_is_a_warning_and_counted_an_accepted_one_confirmed_by_its_hash(dds_env, ros_session):
+    from robot_stack.deploy.card import sha256_bytes
     from robot_stack.online.actor import ActorLink, ModelPusher
     from robot_stack.online.options import RobotOptions
-
-    from robot_stack.deploy.card import sha256_bytes
 
     ros = ros_session("dds")
     link = ActorLink(ros, RobotOptions(reset="operator", horizon=10), "learner")

@@ -99,26 +99,25 @@ class ActorLink:
         timeout = self.options.actor_timeout_s
         where = ("start the actor side (robot-stack launch robot_stack online.launch.yaml ...) on the same "
                  "ROS_DOMAIN_ID and discovery settings as this learner")
+        # (heard yet?, what is missing): in the order a launch brings them up
         checks: list[tuple[Callable[[], bool], str]] = [
-            (lambda: self.policy_status is not None, f"no policy node heard on /policy/status within {timeout:g} s"),
-            (lambda: self.load_pub.get_subscription_count() > 0, f"no policy node listens on /policy/load within "
-                                                                  f"{timeout:g} s"),
-            (lambda: self.recorder_status is not None, f"no recorder heard on /recorder/status within {timeout:g} s"),
-            (lambda: self.control_pub.get_subscription_count() > 0, f"no recorder listens on /recorder/control "
-                                                                     f"within {timeout:g} s"),
+            (lambda: self.policy_status is not None, "no policy node heard on /policy/status"),
+            (lambda: self.load_pub.get_subscription_count() > 0, "no policy node listens on /policy/load"),
+            (lambda: self.recorder_status is not None, "no recorder heard on /recorder/status"),
+            (lambda: self.control_pub.get_subscription_count() > 0, "no recorder listens on /recorder/control"),
         ]
         if self.options.reset == "sim":
             checks += [
                 (lambda: len(self.clocks) >= 3 and len(self.successes) >= 3,
-                 f"no sim heard on /clock and /sim/success within {timeout:g} s (--reset sim needs the sim robot; "
-                 "a real robot: --reset operator or joints)"),
-                (lambda: self.reset_pub.get_subscription_count() > 0, f"no sim listens on /sim/reset within {timeout:g} s"),
+                 "no sim heard on /clock and /sim/success (a real robot: --reset operator or joints)"),
+                (lambda: self.reset_pub.get_subscription_count() > 0, "no sim listens on /sim/reset"),
             ]
         if self.options.reset == "joints":
-            checks.append((lambda: self.joint_position is not None, f"no robot heard on /joint_states within {timeout:g} s"))
+            checks.append((lambda: self.joint_position is not None, "no robot heard on /joint_states"))
         deadline = time.monotonic() + timeout
-        for done, failure in checks:
-            self.spin_until(done, max(deadline - time.monotonic(), 0.0), lambda failure=failure: f"{failure}: {where}")
+        for done, missing in checks:
+            self.spin_until(done, max(deadline - time.monotonic(), 0.0),
+                            lambda missing=missing: f"{missing} within {timeout:g} s: {where}")
 
     # ---- outputs
 
