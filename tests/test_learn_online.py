@@ -23,6 +23,7 @@ from robot_stack.sim.collect import collect
 from robot_stack.cli.main import main as cli
 from robot_stack.data import Dataset
 from robot_stack.data.sampling import transition_index
+from robot_stack.errors import DatasetError
 from robot_stack.learn.config import load_config
 from robot_stack.learn.observations import build_spec
 from robot_stack.learn.online import OnlineRun, run_online
@@ -209,6 +210,13 @@ def train_command(dataset, out, *extra: str) -> list[str]:
             "cpu", "--out", str(out), "--no-progress", "--set", "batch_size=64", "--set", "hidden_dims=[64,64]", *extra]
 
 
+def committed_episodes(path) -> int:
+    try:
+        return Dataset.open(path).n_episodes
+    except DatasetError:  # not there yet, or being created this instant
+        return 0
+
+
 def test_a_killed_online_run_resumes_without_losing_a_committed_episode(reach_mixed, tmp_path):
     out = tmp_path / "killed"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -218,8 +226,7 @@ def test_a_killed_online_run_resumes_without_losing_a_committed_episode(reach_mi
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
-            path = out / "online.zarr"
-            if path.exists() and Dataset.open(path).n_episodes >= wanted:
+            if committed_episodes(out / "online.zarr") >= wanted:
                 break
             time.sleep(0.2)
         assert process.poll() is None, process.stderr.read()
@@ -315,3 +322,27 @@ def test_a_resumed_online_run_refuses_flags_that_change_what_it_learns(online_ru
     err = capsys.readouterr().err
     assert "--utd 4 (the run's: 1)" in err and "--online-ratio 1.0 (the run's: 0.5)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- a label run's rewards online -------------------------------------------------------------------------------------
+
+
+def test_a_label_runs_model_rewards_the_online_episodes(reach_pixels, tmp_path):
+    from robot_stack.label.apply import label_reward_model
+    from robot_stack.label.job import LabelRequest, run_label_job
+
+    run_label_job(LabelRequest(dataset=reach_pixels.path, labeler="progress", task="move the fingertip onto the target",
+                               run="online-progress", camera="image.top", config={"input": "pixels"}, progress=False,
+                               overwrite=True))
+    result = run_online(Trainer(config(reach_pixels, tmp_path / "labels", reward="labels/online-progress"),
+                                progress=False), progress=False)
+    online = Dataset.open(tmp_path / "labels" / "online.zarr")
+    # The labeler's camera is recorded with the online episodes, though the policy sees only the state.
+    assert result["online"]["episodes"] == 2 and "image.top" in online.features
+    run = OnlineRun(Trainer(config(reach_pixels, tmp_path / "again", reward="labels/online-progress"), progress=False))
+    assert run.reward_offset < 0  # reward_offset auto: the label run's best frame earns 0, online as offline
+    model = label_reward_model(reach_pixels, "online-progress")
+    where = online.episode_slice(1)
+    episode = run.episodes_from_dataset(online, 1)[0]
+    frames = {"image.top": online.frames("image.top", where.start, where.stop)}
+    np.testing.assert_allclose(episode.reward, model.rewards(frames), rtol=1e-6)
