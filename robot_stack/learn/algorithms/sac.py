@@ -15,7 +15,8 @@ critic_subset target critics, drawn anew each update (all E when None; REDQ, Che
 then Q_targ <- (1 - tau) Q_targ + tau Q.
 
 Order of one update: the actor and temperature step first, on features the critic's loss does not see twice, then
-the critic, whose target samples come from the updated actor (the order of the CQL authors' code).
+the critic, whose target samples come from the updated actor (the order CQL here has always had, which its numerics
+tests pin).
 actor_every > 1 updates the actor and temperature once per that many critic updates (0: once per environment step,
 the run's utd, as RLPD's code does); alpha in the target is the value before this update's temperature step.
 
