@@ -70,8 +70,8 @@ def train_on_robot(config: Any, options: RobotOptions | None = None, *, progress
 def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress: bool = True,
                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Offline phase (if any), switch, then the online phase on the robot until config.online_steps environment
-    steps have landed; run.finish()'s result with "robot": the learner's counts and "complete" (False when it did
-    less than asked: fewer steps, or a pushed model that the policy node did not take)."""
+    steps have landed; run.finish()'s result with "robot": the learner's counts and "complete". A pushed model the
+    policy node refused or never answered for is a LearnError at the end (the run is finished and saved first)."""
     from robot_stack import ros
 
     options = options or RobotOptions()
@@ -102,6 +102,10 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
     result = dict(result or {}) | {"robot": summary, "complete": complete}
     log(summary_line(summary, path, complete))
     (Path(run.run_dir) / "robot_result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if not complete:
+        raise LearnError(f"the robot ran the learner's models only in part: of {summary['pushed']} models sent, "
+                         f"{summary['refused']} were refused and {summary['unanswered']} not answered (the policy "
+                         f"node's log says why); {Path(run.run_dir) / 'robot_result.json'} has the counts")
     return result
 
 
