@@ -29,7 +29,16 @@ def train_one(config: dict[str, Any], threads: int = 0) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)  # one core per Ray worker: the workers share the machine
     try:
-        return Trainer(config_from_dict(config), progress=False, log=lambda text: None).run()
+        train = config_from_dict(config)
+        if train.online == "robot":
+            raise LearnError("a sweep runs sim targets only: the robot target trains against one robot, "
+                             "run it with robot-stack train --online robot")
+        trainer = Trainer(train, progress=False, log=lambda text: None)
+        if train.online:
+            from robot_stack.learn.online import run_online
+
+            return run_online(trainer, progress=False)
+        return trainer.run()
     except RobotStackError as error:
         return {"error": str(error), "out": config.get("out", "")}
     except Exception as error:  # noqa: BLE001  (one run's crash is its row, not the sweep's end)
