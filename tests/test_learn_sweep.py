@@ -56,3 +56,12 @@ def test_a_sweep_needs_one_folder_per_run_and_a_known_engine(reach, tmp_path):
         run_sweep([_config(reach.path, tmp_path / "b")], engine="spark", progress=False)
     with pytest.raises(LearnError, match="goes with --engine ray"):
         run_sweep([_config(reach.path, tmp_path / "c")], address="127.0.0.1:6379", progress=False)
+
+
+def test_a_sweep_runs_the_online_phase_of_a_sim_target_and_refuses_a_robot_one(reach, tmp_path):
+    online = _config(reach.path, tmp_path / "online", online="sim:reach2d", steps=10, online_steps=40,
+                     eval_every=-1, online_eval_every=0)
+    robot = _config(reach.path, tmp_path / "robot", online="robot", steps=10)
+    rows = run_sweep([online, robot], progress=False)
+    assert rows[0]["online"]["env_steps"] >= 40 and rows[0]["online"]["episodes"] == 2, rows[0]  # whole episodes
+    assert "robot-stack train --online robot" in rows[1]["error"]
