@@ -9,6 +9,7 @@ from pathlib import Path
 
 from robot_stack.cli import arguments
 from robot_stack.learn.algorithms import ALGORITHMS
+from robot_stack.online import options as robot_options
 
 DESCRIPTION = """\
 Train a policy offline on a robot_stack dataset, and with --online fine-tune it by interacting: in a sim
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="env steps between sim evaluations in the online phase (0: at the end only)")
     online.add_argument("--online-dataset", help="where online episodes are written (sim; default RUN/online.zarr) or "
                                                  "land (robot)")
+    robot_options.add_arguments(parser)
     parser.add_argument("--config", help="a YAML config file (TrainConfig keys; algorithm: {...})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set algorithm.expectile=0.9 (repeatable)")
@@ -157,9 +159,15 @@ def run(args: argparse.Namespace) -> int:
         if config.online and config.algo == "bc":
             raise LearnError("--online needs an algorithm that learns from rewards (bc only imitates): use iql, "
                              "calql, rlpd or wsrl")
+        if config.online == "robot":  # a new run, or the one in --out carried on: the same command resumes a learner
+            from robot_stack.online.robot import train_on_robot  # ROS 2 comes in only for the robot target
+
+            result = train_on_robot(config, _robot_options(args), progress=not args.no_progress)
+            print(json.dumps(result, indent=2, default=str))
+            return 0
         trainer = Trainer(config, progress=not args.no_progress)
-    result = _train(trainer, not args.no_progress)
-    print(json.dumps(result, indent=2))
+    result = _train(trainer, args)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -168,25 +176,22 @@ ONLINE_FLAGS = {"--online": "online", "--online-steps": "online_steps", "--utd":
                 "--online-dataset": "online_dataset"}
 
 
-def _train(trainer, progress: bool) -> dict:
-    """Offline only, the sim online target, or the robot learner (engineer D's robot_stack.online)."""
-    from robot_stack.errors import LearnError
-
-    online = trainer.config.online
+def _train(trainer, args: argparse.Namespace) -> dict:
+    """Offline only, the sim online target, or the robot learner (robot_stack.online) of a resumed robot run."""
+    online, progress = trainer.config.online, not args.no_progress
     if not online:
         return trainer.run()
     from robot_stack.learn.online import OnlineRun, run_online
 
     if online != "robot":
         return run_online(trainer, progress=progress)
-    try:
-        from robot_stack.online.robot import run_robot_learner
-    except ModuleNotFoundError as error:
-        if error.name not in ("robot_stack.online", "robot_stack.online.robot"):
-            raise
-        raise LearnError("--online robot: the robot learner (robot_stack.online) is not part of this robot_stack; "
-                         "fine-tune in the sim with --online sim:TASK") from None
-    return run_robot_learner(OnlineRun(trainer), progress=progress)
+    from robot_stack.online.robot import run_robot_learner
+
+    return run_robot_learner(OnlineRun(trainer), _robot_options(args), progress=progress)
+
+
+def _robot_options(args: argparse.Namespace):
+    return robot_options.RobotOptions.from_args(args)
 
 
 def _saved_config(run: str):
