@@ -67,7 +67,7 @@ def episode_of(dataset: Dataset, index: int, reward: np.ndarray | None = None) -
 
 def replays(dataset):
     spec = build_spec(dataset, [], [])
-    return spec, build_replay(dataset, spec, "sim"), OnlineReplay(spec, 400)
+    return build_replay(dataset, spec, "sim"), OnlineReplay(spec, 400)
 
 
 # -- the online replay and the sampler ------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_return_to_go_by_hand():
 
 @pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.9, 1.0])
 def test_the_sampler_draws_exactly_the_asked_share_of_online_rows(reach_mixed, ratio):
-    spec, offline, online = replays(reach_mixed)
+    offline, online = replays(reach_mixed)
     sampler = MixedSampler(offline, online, ratio)
     assert sampler.mode == "offline" and sampler.ready  # no online episode yet: every row is offline
     assert not (sampler.sample(64).reward == ONLINE_MARK).any()
@@ -116,7 +116,7 @@ def test_the_sampler_draws_exactly_the_asked_share_of_online_rows(reach_mixed, r
 
 
 def test_the_proportional_sampler_draws_uniformly_over_offline_and_online(reach_mixed):
-    spec, offline, online = replays(reach_mixed)
+    offline, online = replays(reach_mixed)
     for i in range(4):
         online.add_episode(episode_of(reach_mixed, i, np.full(31, ONLINE_MARK, np.float32)))
     sampler = MixedSampler(offline, online, "proportional")
@@ -126,7 +126,7 @@ def test_the_proportional_sampler_draws_uniformly_over_offline_and_online(reach_
 
 
 def test_without_offline_data_nothing_is_sampled_before_the_first_online_episode(reach_mixed):
-    spec, offline, online = replays(reach_mixed)
+    offline, online = replays(reach_mixed)
     sampler = MixedSampler(offline, online, 1.0)
     sampler.drop_offline()
     assert not sampler.ready and sampler.mode == "online"
@@ -300,10 +300,10 @@ def test_envs_in_subprocesses_step_as_the_same_envs_here(monkeypatch):
         monkeypatch.setattr(online.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
         envs = online.SimEnvs("reach2d", None, [], 2)
         try:
-            observation, reward, success = envs.reset([3, 4])
+            observation, reward, _ = envs.reset([3, 4])
             steps = [(observation, reward)]
             for command in commands:
-                observation, reward, success, done = envs.step(command)
+                observation, reward, _, done = envs.step(command)
                 steps.append((observation, reward))
             runs.append((envs.parallel, steps, done))
         finally:

@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             raise LearnError("--online needs an algorithm that learns from rewards (bc only imitates): use iql, "
                              "calql, rlpd or wsrl")
         if config.online == "robot":  # a new run, or the one in --out carried on: the same command resumes a learner
-            from robot_stack.online.robot import train_on_robot  # ROS 2 comes in only for the robot target
+            # ROS 2 comes in only for the robot target.
+            from robot_stack.online.robot import train_on_robot
 
             result = train_on_robot(config, _robot_options(args), progress=not args.no_progress)
             print(json.dumps(result, indent=2, default=str))

@@ -485,11 +485,11 @@ class OnlineDataset:
         count = len(action)
         data = {}
         keys = set(frames)
+        values = {"time": self.clock + np.arange(count) / self.record_hz, "action": action, "reward": reward,
+                  "success": success_frames, "false": np.zeros(count, bool)}
         for spec in self.features:
             kind = _value_kind(spec, keys)
-            value = {"time": lambda: self.clock + np.arange(count) / self.record_hz, "action": lambda: action,
-                     "reward": lambda: reward, "success": lambda: success_frames,
-                     "false": lambda: np.zeros(count, bool)}.get(kind, lambda: frames[kind])()
+            value = values[kind] if kind in values else frames[kind]
             data[spec.name] = np.asarray(value).reshape(count, *spec.shape).astype(spec.dtype)
         self.writer.append_frames(data)
         extra = {"source": "online"} if self._source else {}

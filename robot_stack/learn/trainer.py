@@ -39,7 +39,7 @@ from robot_stack.learn.algorithms.base import Algorithm
 from robot_stack.learn.config import TrainConfig, config_from_dict, resumed_config
 from robot_stack.learn.evaluate import PolicyRunner, evaluate, make_env, sim_task_of
 from robot_stack.learn.observations import ObservationSpec, build_spec
-from robot_stack.learn.replay import ReplayBuffer, build_replay, reward_offset
+from robot_stack.learn.replay import build_replay, reward_offset
 
 CHECKPOINT_FORMAT = "robot_stack.checkpoint"
 CHECKPOINT_VERSION = 1
