@@ -332,7 +332,8 @@ def test_a_label_runs_model_rewards_the_online_episodes(reach_pixels, tmp_path):
     from robot_stack.label.job import LabelRequest, run_label_job
 
     run_label_job(LabelRequest(dataset=reach_pixels.path, labeler="progress", task="move the fingertip onto the target",
-                               run="online-progress", camera="image.top", config={"input": "pixels"}, progress=False,
+                               run="online-progress", camera="image.top",
+                               config={"input": "pixels", "steps": 30, "hidden": 32}, progress=False,
                                overwrite=True))
     result = run_online(Trainer(config(reach_pixels, tmp_path / "labels", reward="labels/online-progress"),
                                 progress=False), progress=False)
