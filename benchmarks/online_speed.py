@@ -1,6 +1,6 @@
 """Online fine-tuning speed: environment steps/s and updates/s of robot_stack's online loop against a plain loop.
 
-    python benchmarks/online_speed.py                    # CPU: SAC on reach2d at UTD 1 and 10, ~4 min on 2 cores
+    python benchmarks/online_speed.py --threads 1        # CPU: SAC on reach2d at UTD 1 and 10 (9 min, shared 2 cores)
     python benchmarks/online_speed.py --device cuda      # on a GPU (robot_stack: compile + CUDA graphs, the defaults)
     python benchmarks/online_speed.py --quick --out /tmp/online_speed.json   # a smoke run: tiny, not a measurement
 
@@ -63,7 +63,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "online_speed.json"
 TASK = "reach2d"
 ONLINE_RATIO = 0.5
 TOLERANCE = 1e-4
-# Timed env steps per side and UTD, sized so the default run takes about 4 minutes on a 2-core CPU.
+# Timed env steps per side and UTD: 9 minutes in all with one torch thread on a 2-core CPU at load average 7-10.
 CPU_ENV_STEPS = {1: 1200, 10: 270}
 CUDA_ENV_STEPS = {1: 1200, 10: 300}
 # --quick: a smoke run of seconds (64-unit networks, batch 64); it checks the script and measures nothing worth keeping.
