@@ -85,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", metavar="RUN",
                         help="continue the run in this folder from its latest checkpoint, with its saved config; "
                              f"{', '.join(RESUME_APPLIES)} apply, flags that change what it learns are refused")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start a new run from RUN's latest checkpoint (its networks and optimizers) with RUN's "
+                             "config and the flags given here, e.g. an offline run fine-tuned online: --init-from "
+                             "runs/iql --online sim:reach2d (no offline updates unless --steps)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -141,14 +145,17 @@ def run(args: argparse.Namespace) -> int:
             return 0
         trainer = Trainer(resume=args.resume, changes=changes, progress=not args.no_progress)
     else:
-        if not args.algo and not args.config:
+        if not args.algo and not args.config and not args.init_from:
             raise LearnError(f"give --algo ({', '.join(ALGORITHMS)}), or --resume RUN")
         fields = {"dataset": args.dataset, "reward": args.reward, "observations": args.obs, "images": args.images,
                   "image_encoder": args.image_encoder, "steps": args.steps, "batch_size": args.batch_size,
                   "seed": args.seed, "device": args.device, "eval_every": args.eval_every,
                   "eval_episodes": args.eval_episodes, "out": args.out} | {
                   field: getattr(args, _dest(flag)) for flag, field in ONLINE_FLAGS.items()}
-        config = load_config(args.algo, args.config, _overrides(args.set), **fields)
+        if args.init_from:
+            config = _config_from_run(args, fields)
+        else:
+            config = load_config(args.algo, args.config, _overrides(args.set), **fields)
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
@@ -195,6 +202,24 @@ def _robot_options(args: argparse.Namespace):
     return robot_options.RobotOptions.from_args(args)
 
 
+def _config_from_run(args: argparse.Namespace, fields: dict):
+    """--init-from RUN: RUN's saved config (its algorithm, dataset, reward, observations, networks) with the flags given
+    here on top, no offline updates unless --steps asks for more, and a run folder of its own."""
+    from robot_stack.errors import LearnError
+    from robot_stack.learn.config import derived_config
+
+    if args.config:
+        raise LearnError("--init-from takes its config from that run: use --set KEY=VALUE for changes, not --config")
+    base = _saved_config(args.init_from)
+    if args.algo and args.algo != base.algo:
+        raise LearnError(f"--init-from {args.init_from} was trained with {base.algo}: leave --algo out or give "
+                         f"--algo {base.algo}")
+    # Not RUN's folder (out ""): a new one named after the algorithm and dataset unless --out names one.
+    fields = fields | {"steps": args.steps if args.steps is not None else 0, "init_from": str(args.init_from),
+                       "out": args.out or ""}
+    return derived_config(base, fields, _overrides(args.set))
+
+
 def _saved_config(run: str):
     from robot_stack.learn.config import config_from_dict
     from robot_stack.learn.trainer import latest_checkpoint, load_checkpoint
@@ -215,7 +240,8 @@ def _resume_changes(args: argparse.Namespace) -> dict:
         if given is not None and not same:
             conflicts.append(f"{flag} {_shown(given)} (the run's: {_shown(kept)})")
     out_elsewhere = args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve()
-    conflicts += [flag for flag, given in (("--config", args.config), ("--set", args.set), ("--out", out_elsewhere))
+    conflicts += [flag for flag, given in (("--config", args.config), ("--set", args.set), ("--out", out_elsewhere),
+                                           ("--init-from", args.init_from))
                   if given]
     if conflicts:
         raise LearnError(f"--resume {args.resume} continues that run with its saved config, so "

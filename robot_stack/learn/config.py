@@ -182,6 +182,7 @@ class TrainConfig:
     num_envs: int = 1  # sim target: envs stepped side by side (a gymnasium vector env when > 1)
     push_every: int = 1_000  # robot target: gradient updates between models exported and sent on /policy/load
     online_dataset: str = ""  # where online episodes are written (sim) or land (robot); "" = <run>/online.zarr (sim)
+    init_from: str = ""  # a run folder or checkpoint whose networks (and optimizers) this run starts from
     algorithm: Any = None  # the algorithm's dataclass (filled from ALGORITHM_CONFIGS[algo])
 
     def __post_init__(self) -> None:
@@ -390,6 +391,27 @@ def resumed_config(saved: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     typed = {key: _coerce(value, fields[key].default, key) for key, value in changes.items()}
     return dataclasses.replace(saved, **typed)  # __post_init__ checks the new values
+
+
+def derived_config(base: TrainConfig, fields: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """`base` (a saved run's config) with `fields` (None: keep base's) and `overrides` ({"utd": "4",
+    "algorithm.tau": "0.01"}, as load_config takes them) applied, checked: the config of a run that starts from
+    base's run (--init-from)."""
+    data = base.to_dict()
+    algorithm = data.pop("algorithm")
+    data.update({key: value for key, value in fields.items() if value is not None})
+    for key, value in (overrides or {}).items():
+        head, _, tail = key.partition(".")
+        if head == "algorithm" and tail:
+            algorithm[tail] = value
+        elif tail:
+            raise LearnError(f"config override {key!r}: only algorithm.<name> has sub-keys")
+        else:
+            data[key] = value
+    config = _build(TrainConfig, data, "")
+    config.algorithm = _build(ALGORITHM_CONFIGS[config.algo], algorithm, f"algorithm ({config.algo})")
+    config.check()
+    return config
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

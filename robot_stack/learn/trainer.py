@@ -152,6 +152,7 @@ class Trainer:
         self.log = log or (lambda text: print(text, file=sys.stderr))
         self.progress = progress
         self.start_step = 0
+        self.initialized_from: dict[str, Any] | None = None  # init_from's checkpoint, step and dataset (run.json)
         self.online_state: dict[str, Any] | None = None  # an online run's phase, env steps, episodes (its checkpoints)
         checkpoint = None
         if resume is not None:
@@ -207,6 +208,8 @@ class Trainer:
             if (self.run_dir / "checkpoints").exists():
                 raise LearnError(f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
                                  "or choose another --out")
+            if config.init_from:
+                self.initialized_from = self._initialize_from(Path(config.init_from))
         self.task = None if config.eval_env == "none" else (
             config.eval_env if config.eval_env != "auto" else sim_task_of(self.dataset.robot))
         self.env_options: dict[str, Any] = {}  # extra make_env arguments of evaluations (an online target's dynamics)
@@ -214,6 +217,28 @@ class Trainer:
         self.eval_fields: dict[str, Any] = {}  # added to each eval.jsonl row (an online run's phase and env steps)
         self.writer: Any = None
         self.step_function: StepFunction | None = None
+
+    def _initialize_from(self, source: Path) -> dict[str, Any]:
+        """Start this new run from the networks and optimizers of another run's latest checkpoint (or a checkpoint
+        file): same algorithm, same observation spec (features, normalization, action bounds). What it came from,
+        for run.json."""
+        path = latest_checkpoint(source)
+        state = load_checkpoint(path, "cpu")
+        algo = state["config"]["algo"]
+        where = f"--init-from {source}"
+        if algo != self.config.algo:
+            raise LearnError(f"{where} was trained with {algo}, this run is {self.config.algo}: start from a run of "
+                             "the same algorithm")
+        if state["spec"] != self.spec.to_json():
+            raise LearnError(f"{where} sees other observations or action bounds than this run (features, "
+                             "normalization or command bounds differ: another dataset or --obs/--images): start from a "
+                             "run on this dataset with the same observations")
+        mismatch = _first_mismatch(state["algorithm"]["modules"], self.algorithm.state_dict()["modules"])
+        if mismatch:
+            raise LearnError(f"{where}: its networks do not fit this run's config ({mismatch}: network sizes or "
+                             "algorithm settings differ); keep that run's hidden_dims and algorithm settings")
+        self.algorithm.load_state_dict(state["algorithm"])
+        return {"path": str(path), "step": int(state["step"]), "dataset_fingerprint": state["dataset_fingerprint"]}
 
     def _embeddings(self) -> dict[str, np.ndarray] | None:
         config = self.config
@@ -361,10 +386,19 @@ class Trainer:
             "reward": reward | {"transition_reward": self.replay.reward_stats()},
             "observation_spec": self.spec.to_json(),
             "device": str(self.device), "eval_task": self.task,
+            "initialized_from": self.initialized_from or self._saved_run_info().get("initialized_from"),
             "versions": {"robot_stack": __version__, "torch": torch.__version__},
             "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def _saved_run_info(self) -> dict[str, Any]:
+        """The run.json a resumed run wrote when it began (empty for a new run)."""
+        path = self.run_dir / "run.json"
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
 
     def save_checkpoint(self, step: int, name: str = "") -> Path:
         """checkpoints/step_<step>.pt (or <name>.pt) and latest.pt, each replaced whole."""
@@ -421,6 +455,19 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[A
     algorithm.load_state_dict(state["algorithm"])
     algorithm.train(False)
     return algorithm, spec, config
+
+
+def _first_mismatch(saved: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]]) -> str | None:
+    """The first parameter a checkpoint's modules lack or hold in another shape than this run's, as "module.name
+    [shape] vs [shape]"; None when every module fits."""
+    for module, parameters in wanted.items():
+        for name, value in parameters.items():
+            have = saved.get(module, {}).get(name)
+            if have is None:
+                return f"{module}.{name} is not in it"
+            if tuple(have.shape) != tuple(value.shape):
+                return f"{module}.{name} is {list(have.shape)} there, {list(value.shape)} here"
+    return None
 
 
 def _get_rng() -> dict[str, Any]:
