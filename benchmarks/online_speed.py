@@ -443,16 +443,20 @@ def main() -> int:
                      "and --env-steps take whole numbers >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch._dynamo.config.recompile_limit = 64  # one process builds several runs, each with its own Adams
     from robot_stack.errors import RobotStackError
     from robot_stack.learn.trainer import resolve_device
 
     try:
         device = resolve_device(args.device)
         from robot_stack.sim.collect import collect
+    except RuntimeError:  # torch's words for a device name it does not know
+        print(f"online_speed: unknown device {args.device!r}: use auto, cpu, cuda or cuda:N", file=sys.stderr)
+        return 2
     except (RobotStackError, ModuleNotFoundError) as error:
         print(f"online_speed: {error}", file=sys.stderr)
         return 2
+    if device.type == "cuda":  # where the step compiles: one process builds several runs, each with its own Adams
+        torch._dynamo.config.recompile_limit = 64
     machine_info = machine(["numpy", "torch", "gymnasium", "mujoco", "robot_stack"], device=str(device),
                            device_name=device_name(device), torch_threads=torch.get_num_threads())
     load_before = machine_info["machine"]["load_average"]
