@@ -219,10 +219,10 @@ class PlainLoop:
 
 class LoopProbe:
     """Times OnlineRun.update calls and ends a round when an added episode crosses the next boundary (env steps),
-    calling `between(round, env_steps, updates)` there with robot_stack's clock stopped (round -1: the warm-up)."""
+    calling `between(round, env_steps)` there with robot_stack's clock stopped (round -1: the warm-up)."""
 
     def __init__(self, boundaries: list[int], device: torch.device,
-                 between: Callable[[int, int, int], None]) -> None:
+                 between: Callable[[int, int], None]) -> None:
         self.boundaries, self.device, self.between = boundaries, device, between
         self.round = -1  # -1: the warm-up
         self.update_s = self.commit_s = 0.0
@@ -271,7 +271,7 @@ class LoopProbe:
         else:
             self.rounds.append({"env_steps": env_steps, "updates": updates, "seconds": seconds,
                                 "update_s": self.update_s, "commit_s": self.commit_s})
-        self.between(self.round, env_steps, updates)
+        self.between(self.round, env_steps)
         self.round += 1
         self.start_env_steps, self.start_updates, self.update_s, self.commit_s = run.env_steps, run.step, 0.0, 0.0
         self.round_start = time.perf_counter()
@@ -374,7 +374,7 @@ def run_utd(utd: int, dataset: Path, folder: Path, device: torch.device, env_ste
     plain_rounds: list[dict[str, float]] = []
     plain_warmup_s = 0.0
 
-    def between(index: int, round_env_steps: int, round_updates: int) -> None:
+    def between(index: int, round_env_steps: int) -> None:
         nonlocal plain_warmup_s
         start, updates = time.perf_counter(), plain.updates
         update_s = plain.run(round_env_steps)
