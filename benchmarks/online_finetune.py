@@ -200,6 +200,8 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Ray starts its workers at niceness 15; on a machine shared with other work the runs would starve.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     host = machine(["torch", "numpy", "mujoco", "ray"], engine=args.engine, device=args.device)
     dataset = collect(args.task, args.episodes, seed=0)
     from robot_stack.learn.sweep import run_sweep
