@@ -124,13 +124,15 @@ def assert_loss(value: Tensor, expected: Tensor) -> None:
 @pytest.mark.parametrize("algo_name", ["sac", "rlpd"])
 def test_sac_update_is_the_papers_and_rlpd_takes_the_target_over_a_random_pair_of_ten_layernorm_critics(algo_name):
     """sac: twin critics, the actor on their min, target min over both, entropy in the backup, H = -dim(A).
-    rlpd: 10 LayerNorm critics, the actor on their mean, target min over a random pair, H = -dim(A)/2."""
+    rlpd: 10 LayerNorm critics, the actor on their mean, target min over a random pair, H = -dim(A)/2, no entropy
+    in the backup (rewards <= 0 with a terminal success: see configs/rlpd.yaml)."""
     algo, batch = make_algorithm(algo_name), tiny_batch()
     c = algo.config
     rlpd = algo_name == "rlpd"
     assert (c.n_critics, c.critic_subset, c.layer_norm, c.actor_q) == ((10, 2, True, "mean") if rlpd else (2, None, False, "min"))
     assert (algo.critic.norms is not None) == rlpd
     assert algo.target_entropy == (-1.0 if rlpd else -2.0)
+    assert c.backup_entropy == (not rlpd)
     perturb(algo)
     actor, critic, critic_target = (f64(m) for m in (algo.actor, algo.critic, algo.critic_target))
     old_target, alpha = parameters(algo.critic_target), algo.temperature().item()
@@ -154,12 +156,13 @@ def test_sac_update_is_the_papers_and_rlpd_takes_the_target_over_a_random_pair_o
 
     next_action, next_log_pi = tanh_gaussian(f64(algo.actor), s2, eps_next)  # the actor after its step
     next_q = every_q(critic_target, s2, next_action)
-    y = r + discount * (1 - terminal) * (next_q[members].min(dim=0).values - alpha * next_log_pi)
+    entropy_term = 0.0 if rlpd else alpha * next_log_pi
+    y = r + discount * (1 - terminal) * (next_q[members].min(dim=0).values - entropy_term)
     td = ((every_q(critic, s, a) - y) ** 2).mean(dim=1)
     assert_loss(losses["td_loss"], td.mean())
     assert_loss(losses["critic_loss"], td.sum())
     if rlpd:  # the pair, not the whole ensemble, sets the target
-        y_all = r + discount * (1 - terminal) * (next_q.min(dim=0).values - alpha * next_log_pi)
+        y_all = r + discount * (1 - terminal) * next_q.min(dim=0).values
         assert not torch.allclose(y, y_all)
     for new, old, src in zip(algo.critic_target.parameters(), old_target, algo.critic.parameters()):
         torch.testing.assert_close(new.detach(), (1 - c.tau) * old + c.tau * src.detach(), rtol=1e-6, atol=1e-8)

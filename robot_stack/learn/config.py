@@ -112,13 +112,16 @@ class CalQLConfig(CQLConfig):
 @dataclass
 class RLPDConfig(SACConfig):
     """RLPD (Ball et al. 2023): SAC with a LayerNorm critic ensemble of 10, a random pair in the target, the actor on
-    the ensemble's mean and updated once per environment step (its utd critic updates)."""
+    the ensemble's mean and updated once per environment step (its utd critic updates). No entropy in the backup
+    (the authors' code has it): with rewards <= 0 and success terminal, a positive entropy bonus per step makes
+    wandering on worth more than reaching the goal (configs/rlpd.yaml has the measurement)."""
 
     n_critics: int = 10
     critic_subset: int | None = 2
     layer_norm: bool = True
     actor_q: str = "mean"
     target_entropy_per_element: float = -0.5
+    backup_entropy: bool = False
     actor_every: int = 0
 
 
