@@ -25,7 +25,6 @@ switch marked), result.json's "online" summary.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import math
 import os
@@ -116,9 +115,7 @@ class OnlineRun:
                 self.evaluate()
             self.trainer.online_state = {"phase": "offline", "env_steps": 0, "episodes": 0}
             self.trainer.save_checkpoint(self.step, name="switch")
-        start_online = getattr(self.algorithm, "start_online", None)  # engineer A's; algorithms without it go on as they are
-        if start_online is not None:
-            start_online()
+        self.algorithm.start_online()
         if self.config.online_ratio != "proportional" and float(self.config.online_ratio) == 1.0:
             self.sampler.drop_offline()
             self.trainer.replay = None
@@ -178,7 +175,7 @@ class OnlineRun:
         tensors = {"state": torch.as_tensor(spec.state_from(values, embeddings), device=self.device)}
         for name in spec.images:
             tensors[name] = torch.as_tensor(np.ascontiguousarray(observations[env_key(name)]), device=self.device)
-        policy = (getattr(self.algorithm, "explore", None) if explore else None) or self.algorithm.act
+        policy = self.algorithm.explore if explore else self.algorithm.act
         self.algorithm.train(False)
         try:
             with torch.no_grad():
@@ -470,7 +467,6 @@ class OnlineDataset:
         self.dataset = Dataset.open(path)
         last = self.dataset.frames("timestamp", self.dataset.n_frames - 1) if self.dataset.n_frames else None
         self.clock = float(last[0]) + 1.0 / self.record_hz if last is not None else 0.0
-        self._source = "source" in inspect.signature(DatasetWriter.commit_episode).parameters  # engineer C's field
 
     def sources_of(self, env_keys: set[str]) -> None:
         """LearnError naming a feature the env cannot fill (a real robot's dataset fine-tuned in a sim)."""
@@ -492,8 +488,7 @@ class OnlineDataset:
             value = values[kind] if kind in values else frames[kind]
             data[spec.name] = np.asarray(value).reshape(count, *spec.shape).astype(spec.dtype)
         self.writer.append_frames(data)
-        extra = {"source": "online"} if self._source else {}
-        self.writer.commit_episode(self.task, success, operator="online", notes=notes, **extra)
+        self.writer.commit_episode(self.task, success, operator="online", notes=notes, source="online")
         self.clock += count / self.record_hz
 
     def close(self) -> None:
