@@ -2,7 +2,8 @@
 
 One self-contained HTML file: inline CSS, every figure a base64 PNG drawn with matplotlib, one small script
 that marks an image the browser could not decode (``data-broken-images`` on <body>). Sections (element ids):
-summary, episode, rewards, training, success, latency, provenance, commands, real-robot.
+summary, episode, rewards, training, success, online, latency, provenance, commands, real-robot (online says the
+stage did not run where the job had none).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 
 from robot_stack.errors import RobotStackError
 
-SECTIONS = ("summary", "episode", "rewards", "training", "success", "latency", "provenance", "commands", "real-robot")
+SECTIONS = ("summary", "episode", "rewards", "training", "success", "online", "latency", "provenance", "commands",
+            "real-robot")
+ONLINE_RUN = "iql_online"  # runs/<this>: the online stage's run
 ALGOS = {"iql": "IQL (labeled rewards)", "bc": "BC (baseline)"}
 LABEL_COLUMNS = {"voc": "VOC", "kendall": "Kendall", "kendall_success": "K(succ)", "spearman_all": "Spearman",
                  "pair_accuracy": "pair acc.", "auc": "AUC"}
@@ -37,7 +40,8 @@ def _json(path: Path) -> Any:
 
 
 def gather(out: str | Path) -> dict[str, Any]:
-    """The figures of a finished demo folder: {summary, dataset, label, runs, models, eval, reference}."""
+    """The figures of a finished demo folder: {summary, dataset, label, runs, models, eval, reference, online}
+    (online: None where the job had no online stage)."""
     from robot_stack.data import Dataset
 
     out = Path(out)
@@ -75,7 +79,22 @@ def gather(out: str | Path) -> dict[str, Any]:
                   "png": str(out / "label_eval.png")},
         "runs": runs, "models": models, "eval": evals,
         "reference": {skill: reference_success(out, skill) for skill in ("expert", "random")},
+        "online": online_run(out),
     }
+
+
+def online_run(out: str | Path) -> dict[str, Any] | None:
+    """The online stage's run: {result (result.json's "online" summary), target, rows (eval.jsonl: phase, env_steps,
+    step, success_rate, mean_return)}, or None where the stage did not run."""
+    run_dir = Path(out) / "runs" / ONLINE_RUN
+    if not (run_dir / "result.json").exists():
+        return None
+    result = _json(run_dir / "result.json")
+    if not result.get("online"):
+        raise ReportError(f"{run_dir / 'result.json'} has no online summary: run robot-stack demo again")
+    path = run_dir / "eval.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {"path": str(run_dir), "summary": result["online"], "rows": rows}
 
 
 def reference_success(out: str | Path, skill: str) -> float | None:
@@ -135,6 +154,17 @@ def success_rows(facts: dict[str, Any]) -> list[tuple[str, float | None, str, st
     return rows
 
 
+def online_line(facts: dict[str, Any]) -> str:
+    """The online stage in one line: where, how long, and the sim success at the switch -> at the end."""
+    online = facts.get("online")
+    if online is None:
+        return "did not run (robot-stack demo --online-steps N, or --full, runs it)"
+    summary = online["summary"]
+    return (f"IQL in {summary['target']}, {summary['env_steps']} env steps ({summary['episodes']} episodes, "
+            f"{summary['updates']} updates): sim success {_number(summary['offline_success_rate'], 2)} at the switch "
+            f"-> {_number(summary['final_success_rate'], 2)}")
+
+
 def summary_table(facts: dict[str, Any]) -> str:
     """The job's summary as fixed-width text (what the terminal shows at the end)."""
     summary, data, label = facts["summary"], facts["dataset"], facts["label"]
@@ -157,6 +187,7 @@ def summary_table(facts: dict[str, Any]) -> str:
     ]
     for who, rate, inference, control in success_rows(facts):
         lines.append(f"    {who:<24}{_number(rate, 2):>8}   {inference:<22}{control}".rstrip())
+    lines.append(f"  online     {online_line(facts)}")
     return "\n".join(lines)
 
 
@@ -257,6 +288,28 @@ def training_curves(facts: dict[str, Any]) -> str:
     return _png(figure)
 
 
+def online_curve(online: dict[str, Any]) -> str:
+    """Sim success rate and mean return of the online run's evaluations over env steps, the switch (the offline
+    policy, env step 0) marked."""
+    plt = _pyplot()
+    offline = [row for row in online["rows"] if row.get("phase") == "offline"][-1:]
+    rows = offline + [row for row in online["rows"] if row.get("phase") == "online"]
+    steps = [row["env_steps"] for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    for ax, key, title in ((axes[0], "success_rate", "sim success rate"), (axes[1], "mean_return", "mean return (the sim's reward)")):
+        ax.plot(steps, [row[key] for row in rows], marker="o", color="#1f77b4", label="IQL fine-tuned")
+        ax.axvline(0, color="#d62728", linestyle="--", label="switch (offline policy)")
+        warmup = online["summary"].get("warmup_steps") or 0
+        if warmup:
+            ax.axvline(warmup, color="#7f7f7f", linestyle=":", label="warm-up ends")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("environment steps", fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0].set_ylim(-0.05, 1.05)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def success_bars(facts: dict[str, Any]) -> str:
     """Success rate of each policy through the policy node, the scripted expert and a random policy."""
     plt = _pyplot()
@@ -307,7 +360,8 @@ window.addEventListener("load", function () {
 
 
 def render(facts: dict[str, Any], figures: dict[str, str]) -> str:
-    """The report's HTML from gather()'s facts and {episode, rewards, training, success}: base64 PNGs."""
+    """The report's HTML from gather()'s facts and {episode, rewards, training, success, online (where the job had
+    the stage)}: base64 PNGs."""
     summary, data, label = facts["summary"], facts["dataset"], facts["label"]
     e = html.escape
     ours = label["rows"][label["run"]]["metrics"]
@@ -333,6 +387,20 @@ def render(facts: dict[str, Any], figures: dict[str, str]) -> str:
         f"</h3><p>{e(stage['what'])}</p><pre>{e(chr(10).join(stage['commands']))}</pre>"
         for stage in summary["commands"])
     load = summary.get("load_average")
+    online = facts.get("online")
+    if online is None:
+        online_html = ("<p>The online fine-tuning stage did not run: <code>robot-stack demo --online-steps N</code> "
+                       "(or <code>--full</code>) fine-tunes the IQL run in the sim after deployment.</p>")
+    else:
+        points = [[row.get("phase", ""), row.get("env_steps", "-"), row.get("step", "-"),
+                   _number(row.get("success_rate"), 2), _number(row.get("mean_return"), 2)] for row in online["rows"]]
+        online_html = (f"<p>The IQL run ({e(online['path'])}) went on in {e(online['summary']['target'])}: its networks "
+                       "and config, no more offline updates, rewards from the label run's model on each new episode's "
+                       "frames; sim evaluations of the deterministic policy on the training evaluations' placements, "
+                       f"their return the sim's own reward ({e(online['path'])}/eval.jsonl).</p>"
+                       f"<p>{e(online_line(facts))}</p>"
+                       f"{_image(figures['online'], 'online fine-tuning: success rate and return over env steps')}"
+                       f"{_table(['phase', 'env steps', 'updates', 'success', 'mean return'], points)}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>robot_stack demo: {e(summary['task'])}</title>
 <style>{STYLE}</style><script>{SCRIPT}</script></head>
@@ -347,6 +415,7 @@ through the policy node &rarr; evaluate, in {clock(summary['seconds'])} on {summ
     ['frames', f"{data['frames']} at {data['record_hz']:g} Hz, camera {data['camera']}"],
     ['label run', label_line],
     ['evaluation', f"{summary['eval_episodes']} episodes per policy, placement seeds {summary['eval_seed']}.."],
+    ['online fine-tuning', online_line(facts)],
 ])}
 {_table(['who', 'success', 'inference p50/p99 ms', 'tick to command p50/p99 ms'], success)}
 </section>
@@ -370,6 +439,7 @@ success of the evaluations during training (eval.jsonl).</p>
 <p>The exported models run in the policy node (onnxruntime, safety filter, watchdog) against the sim robot node
 over DDS; the scripted expert and a random policy run in the sim on the same placements.</p>
 {_image(figures['success'], 'success rates')}</section>
+<section id="online"><h2>Online fine-tuning</h2>{online_html}</section>
 <section id="latency"><h2>Policy latency</h2>
 <p>From the policy node's /policy/status after the last episode, p50 / p99 in milliseconds: inference
 (onnxruntime alone), tick to command (the control tick's start to the command published) and end to end (the
@@ -393,5 +463,7 @@ def write_report(facts: dict[str, Any], path: str | Path) -> Path:
         raise ReportError(f"{rewards_png} (label eval's figure) is missing: run robot-stack demo again")
     figures = {"episode": filmstrip(facts), "rewards": base64.b64encode(rewards_png.read_bytes()).decode("ascii"),
                "training": training_curves(facts), "success": success_bars(facts)}
+    if facts.get("online") is not None:
+        figures["online"] = online_curve(facts["online"])
     path.write_text(render(facts, figures))
     return path

@@ -1,11 +1,13 @@
-"""`robot-stack demo`, the main job, reduced (12 reach2d episodes, 1,000 updates, 10 evaluation episodes) and run once
-end to end as a user runs it: every stage's output exists and holds what was asked, the labels beat their own
-rewards shuffled over the frames, the deployed policy beats a random one, and the HTML report opens in headless
-Chromium with every section and every figure. The failure paths run single stages: a failed command and a stage
+"""`robot-stack demo`, the main job, reduced (12 reach2d episodes, 1,000 updates, 10 evaluation episodes, a 120 env step
+online stage) and run once end to end as a user runs it: every stage's output exists and holds what was asked, the
+labels beat their own rewards shuffled over the frames, the deployed policy beats a random one, the online stage
+fine-tunes the offline IQL run and the summary and report show its run's figures, and the HTML report opens in
+headless Chromium with every section and every figure. The failure paths run single stages: a failed command and a stage
 that made less than asked each stop the job with the stage's name and exit status 1."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -24,7 +26,8 @@ from robot_stack.label.evaluate import evaluate
 EPISODES, EXPERTS = 12, 4
 STEPS = 1000
 EVAL_EPISODES = 10
-STAGES = ("collect", "label", "label eval", "train", "export", "verify", "deploy", "reference", "report")
+ONLINE_STEPS = 120  # four reach2d episodes: the stage's plumbing, not an improvement
+STAGES = ("collect", "label", "label eval", "train", "export", "verify", "deploy", "online", "reference", "report")
 
 
 def robot_stack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -37,7 +40,7 @@ def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("main_job") / "demo"
     job = robot_stack("demo", "--out", str(out), "--episodes", str(EPISODES), "--expert-fraction", str(EXPERTS / EPISODES),
                       "--steps", str(STEPS), "--eval-episodes", str(EVAL_EPISODES), "--train-eval-episodes", "3",
-                      "--label-steps", "150", "--device", "cpu", timeout=900)
+                      "--label-steps", "150", "--device", "cpu", "--online-steps", str(ONLINE_STEPS), timeout=900)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     return out, job
 
@@ -53,12 +56,15 @@ def test_each_stage_prints_its_command_and_time_then_the_summary_and_the_report_
                     "skill:=medium", "$ robot-stack label run", "--labeler progress --set input=pixels",
                     f"$ robot-stack label eval {out / 'dataset.zarr'}", "robot-stack train --algo iql --reward labels/",
                     "robot-stack train --algo bc --reward none", f"$ robot-stack export {out / 'runs' / 'iql'}",
-                    "$ robot-stack model verify", "$ robot-stack eval", "$ sim_collect --task reach2d"):
+                    "$ robot-stack model verify", "$ robot-stack eval", "$ sim_collect --task reach2d",
+                    (f"robot-stack train --init-from {out / 'runs' / 'iql'} --online sim:reach2d --online-steps "
+                     f"{ONLINE_STEPS}"),
+                    f"$ robot-stack export {out / 'runs' / 'iql_online'} --out {out / 'models' / 'iql_online.onnx'}"):
         assert command in text, command
     # The real robot's labelers are named in the output, not only in the docs.
     assert "--pretrained" in text and "judge=chat" in text and "endpoint=" in text
     for row in ("episodes   ", "frames     ", "labels     ", "IQL (labeled rewards)", "BC (baseline)",
-                "scripted expert", "random policy", "inference p50/p99 ms"):
+                "scripted expert", "random policy", "inference p50/p99 ms", "online     IQL in sim:reach2d"):
         assert row in text, row
     assert f"report: {out / 'report.html'}" in text
 
@@ -108,6 +114,70 @@ def test_the_labels_beat_their_own_rewards_shuffled_over_the_frames(demo, tmp_pa
         assert ours[metric] > shuffled[metric] + margin, (metric, ours, shuffled)
 
 
+def online_figures(out: Path) -> tuple[dict, list[dict]]:
+    """The online run's result.json summary and its eval.jsonl rows, as the run wrote them."""
+    run = out / "runs" / "iql_online"
+    rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines() if line.strip()]
+    return json.loads((run / "result.json").read_text())["online"], rows
+
+
+@pytest.mark.timeout(900)
+def test_the_online_stage_fine_tunes_the_offline_run_and_the_summary_and_report_show_its_files(demo):
+    out, job = demo
+    online, rows = online_figures(out)
+    run = out / "runs" / "iql_online"
+    info = json.loads((run / "run.json").read_text())
+    assert info["initialized_from"]["step"] == STEPS  # the offline run's networks, no further offline updates
+    assert online["target"] == "sim:reach2d" and online["env_steps"] >= ONLINE_STEPS and online["updates"] > 0
+    assert Dataset.open(run / "online.zarr").n_episodes == online["episodes"] > 0
+    # The switch's evaluation is the offline run's policy on the same placements: its final evaluation again.
+    offline_final = json.loads((out / "runs" / "iql" / "result.json").read_text())["evaluation"]["success_rate"]
+    assert rows[0]["phase"] == "offline" and rows[0]["env_steps"] == 0
+    assert online["offline_success_rate"] == rows[0]["success_rate"] == offline_final
+    assert rows[-1]["phase"] == "online" and rows[-1]["env_steps"] == online["env_steps"]
+    assert online["final_success_rate"] == rows[-1]["success_rate"]
+    figures = (f"{online['env_steps']} env steps ({online['episodes']} episodes, {online['updates']} updates): sim "
+               f"success {online['offline_success_rate']:.2f} at the switch -> {online['final_success_rate']:.2f}")
+    assert f"online     IQL in sim:reach2d, {figures}" in job.stdout
+    card = json.loads((out / "models" / "iql_online.json").read_text())
+    assert card["parity"]["max_abs_error"] <= 1e-4 and card["training"]["run_dir"] == str(run)
+    assert "5 of 5 links hold" in (out / "verify" / "iql_online.txt").read_text()
+    report = (out / "report.html").read_text()
+    section = re.search(r'<section id="online">(.*?)</section>', report, re.DOTALL).group(1)
+    assert section.count('<img src="data:image/png;base64,') == 1 and html.escape(figures) in section
+    # The curve's points, as the report tabulates them beside the figure, are the run's eval.jsonl rows.
+    cells = re.findall(r"<tr><td>(offline|online)</td><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", section)
+    assert [(phase, int(env), int(step), float(rate)) for phase, env, step, rate in cells] == [
+        (row["phase"], row["env_steps"], row["step"], round(row["success_rate"], 2)) for row in rows]
+
+
+@pytest.mark.timeout(900)
+def test_an_online_run_shorter_than_asked_stops_the_job(demo):
+    from robot_stack.cli.demo import CHECKS, StageFailed, make_plan
+    from robot_stack.cli.main import build_parser
+
+    out, _ = demo
+    env_steps = online_figures(out)[0]["env_steps"]
+    plan = make_plan(build_parser().parse_args(["demo", "--out", str(out), "--online-steps", str(env_steps + 1)]))
+    with pytest.raises(StageFailed, match=f"collected {env_steps} env steps, {env_steps + 1} were asked for"):
+        CHECKS["online"](plan)
+
+
+@pytest.mark.timeout(900)
+def test_a_report_without_the_online_stage_says_it_did_not_run(demo, tmp_path):
+    out, _ = demo
+    copy = tmp_path / "demo"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("iql_online*"))
+    assert not (copy / "runs" / "iql_online").exists() and (copy / "runs" / "iql").exists()
+    again = robot_stack("demo", "--out", str(copy), "--report-only")
+    assert again.returncode == 0, again.stderr
+    assert "  online     did not run (robot-stack demo --online-steps N, or --full, runs it)" in again.stdout
+    report = (copy / "report.html").read_text()
+    section = re.search(r'<section id="online">(.*?)</section>', report, re.DOTALL).group(1)
+    assert "did not run" in section and "<img" not in section
+    assert report.count('<img src="data:image/png;base64,') == 4
+
+
 def random_success_rate() -> float:
     from robot_stack.learn.evaluate import evaluate as run_episodes
     from robot_stack.learn.evaluate import make_env
@@ -152,7 +222,7 @@ def test_the_report_opens_in_headless_chromium_with_every_section_and_figure(dem
         assert re.search(rf'<section id="{section}"><h2>[^<]+</h2>', dom), section
     # The page's own script ran after load and found every figure decoded.
     assert 'data-broken-images="0"' in dom
-    assert dom.count('<img src="data:image/png;base64,') == 4
+    assert dom.count('<img src="data:image/png;base64,') == 5  # the online stage's curve is the fifth
     console = [line for line in shown.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     assert "http://" not in dom.replace("http://HOST", "") and "https://" not in dom  # self-contained
@@ -202,4 +272,18 @@ def test_full_is_lift_at_the_real_size(tmp_path):
     assert "task:=lift" in text and "cameras:=agentview:84x84" in text and "max_steps:=200" in text
     assert "skill:=expert episodes:=50" in text and "skill:=medium episodes:=150" in text
     assert "--steps 20000" in text and "--episodes 50" in text
-    assert not (tmp_path / "full").exists()  # a dry run writes nothing
+    full = tmp_path / "full"
+    assert "[8/10] online: " in text
+    assert (f"$ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 robot-stack train --init-from {full / 'runs' / 'iql'} --online sim:lift "
+            f"--online-steps 20000 --online-eval-every 4000 --seed 0 --device auto --out {full / 'runs' / 'iql_online'}"
+            in text)
+    assert f"$ robot-stack export {full / 'runs' / 'iql_online'} --out {full / 'models' / 'iql_online.onnx'}" in text
+    assert not full.exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("flags", [[], ["--full", "--online-steps", "0"]])
+def test_the_default_size_and_online_steps_0_have_no_online_stage(tmp_path, flags):
+    result = robot_stack("demo", "--dry-run", "--out", str(tmp_path / "demo"), *flags)
+    assert result.returncode == 0, result.stderr
+    assert "--init-from" not in result.stdout and "iql_online" not in result.stdout
+    assert "[9/9] report: " in result.stdout and "] online: " not in result.stdout

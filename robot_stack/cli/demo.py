@@ -2,10 +2,11 @@
 
 Collect over ROS 2 topics (sim robot + scripted teleop + recorder, loopback DDS) -> label rewards with a
 download-free labeler and score them against the sim ground truth -> train IQL on the labels and BC as the
-baseline -> export ONNX + card and verify it -> evaluate each model through the policy node -> the scripted
-expert and a random policy on the same placements -> report. Every stage is the project's own command run as
-a subprocess (printed before it runs: the command that does that stage alone), so this module imports nothing
-from the nodes or the sim. What it writes under --out (default runs/demo):
+baseline -> export ONNX + card and verify it -> evaluate each model through the policy node -> fine-tune the
+IQL run online in the sim (--online-steps; on in --full) -> the scripted expert and a random policy on the same
+placements -> report. Every stage is the project's own command run as a subprocess (printed before it runs: the
+command that does that stage alone), so this module imports nothing from the nodes or the sim. What it writes
+under --out (default runs/demo):
 
   dataset.zarr                 the recorded episodes and labels/<labeler>-px
   label_eval.json, .png        robot-stack label eval of the label run
@@ -13,6 +14,8 @@ from the nodes or the sim. What it writes under --out (default runs/demo):
   models/{iql,bc}.onnx, .json  the exported models and their cards
   verify/<model>.txt           robot-stack model verify's output
   eval/<model>.json            robot-stack eval --json through the policy node
+  runs/iql_online              the IQL run fine-tuned online (eval.jsonl by env steps, online.zarr, result.json)
+  models/iql_online.onnx, .json  its exported model and card (verify/iql_online.txt)
   reference/{expert,random}.zarr   the scripted expert and a random policy on the evaluation's placements
   logs/<step>.log              each command's full output
   summary.json, report.html    the figures of the summary table; the report (robot_stack.demo_report)
@@ -40,14 +43,16 @@ from robot_stack.errors import RobotStackError
 DESCRIPTION = """\
 The main job end to end in simulation, loopback only: record episodes of mixed skill over ROS 2 topics,
 label their rewards from the task sentence, train IQL on the labels and BC as the baseline, export and
-verify the models, deploy each through the policy node against the sim robot and measure its success, and
-write one self-contained HTML report. The default size (reach2d) takes about 8 minutes on 2 CPU cores;
---full is the real-size run for a GPU workstation (Lift, more episodes and updates)."""
+verify the models, deploy each through the policy node against the sim robot and measure its success,
+fine-tune the IQL policy online in the sim (--online-steps N; on in --full), and write one self-contained HTML
+report. The default size (reach2d, no online stage) takes about 8 minutes on 2 CPU cores; --full is the
+real-size run for a GPU workstation (Lift, more episodes and updates, 20,000 online env steps)."""
 
 EPILOG = """\
 examples:
   robot-stack demo                                  # reach2d, the default size
-  robot-stack demo --full --out runs/demo_lift      # Lift, 200 episodes, 20,000 updates (a GPU workstation)
+  robot-stack demo --full --out runs/demo_lift      # Lift, 200 episodes, 20,000 updates, 20,000 online env steps
+  robot-stack demo --online-steps 3000              # reach2d with the online fine-tuning stage
   robot-stack demo --episodes 12 --steps 300 --eval-episodes 5 --out /tmp/demo_small
   robot-stack demo --dry-run                        # print the stages' commands only
   robot-stack demo --out runs/demo --report-only    # write the report again from a finished job's files
@@ -62,10 +67,13 @@ TASKS: dict[str, dict[str, Any]] = {
     "reach2d": {"camera": "top:64x64", "horizon": 30, "sentence": "move the fingertip onto the target"},
     "lift": {"camera": "agentview:84x84", "horizon": 200, "sentence": "lift the cube"},
 }
-# name -> (task, episodes, updates, evaluation episodes, labeler updates)
-SIZES: dict[str, tuple[str, int, int, int, int]] = {
-    "default": ("reach2d", 100, 10000, 20, 300),
-    "full": ("lift", 200, 20000, 50, 2000),
+# name -> (task, episodes, updates, evaluation episodes, labeler updates, online env steps)
+# --full's online budget: 20,000 env steps (100 Lift episodes, half the recorded data, so online episodes become a
+# third of IQL's buffer) and as many updates as the offline phase made (IQL updates once per env step). The default
+# size has none: the job must stay under 15 minutes on 2 CPU cores.
+SIZES: dict[str, tuple[str, int, int, int, int, int]] = {
+    "default": ("reach2d", 100, 10000, 20, 300, 0),
+    "full": ("lift", 200, 20000, 50, 2000, 20000),
 }
 LABELERS = {
     "progress": ["--labeler", "progress", "--set", "input=pixels"],
@@ -88,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/demo", help="the job's folder (default runs/demo; a folder an earlier "
                         "demo made is replaced)")
     parser.add_argument("--full", action="store_true", help="the real size: Lift, 200 episodes, 20,000 updates, "
-                        "50 evaluation episodes (a GPU workstation)")
+                        "50 evaluation episodes, 20,000 online env steps (a GPU workstation)")
     parser.add_argument("--episodes", type=arguments.positive_int, help="episodes to record (default 100; --full 200)")
     parser.add_argument("--expert-fraction", type=FRACTION, default=0.25,
                         help="share of the episodes the expert drives; the medium operator drives the rest "
@@ -99,6 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="episodes each model runs through the policy node (default 20; --full 50)")
     parser.add_argument("--train-eval-episodes", type=arguments.positive_int, default=10,
                         help=f"episodes of each of the {CURVE_POINTS} sim evaluations during training (default 10)")
+    parser.add_argument("--online-steps", type=arguments.non_negative_int,
+                        help="env steps of the online fine-tuning stage: the IQL run goes on in the sim with the label "
+                             "run's rewards (default 0, no online stage; --full 20000)")
     parser.add_argument("--labeler", choices=sorted(LABELERS), default="progress",
                         help="download-free labeler on the camera frames (default progress)")
     parser.add_argument("--label-steps", type=arguments.positive_int,
@@ -154,6 +165,7 @@ class Plan:
     eval_episodes: int
     label_run: str
     stages: list[Stage]
+    online_steps: int = 0  # env steps of the online stage; 0: the job has none
 
     @property
     def dataset(self) -> Path:
@@ -161,11 +173,12 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    task, episodes, steps, eval_episodes, label_steps = SIZES["full" if args.full else "default"]
+    task, episodes, steps, eval_episodes, label_steps, online_steps = SIZES["full" if args.full else "default"]
     episodes = args.episodes or episodes
     steps = args.steps or steps
     eval_episodes = args.eval_episodes or eval_episodes
     label_steps = args.label_steps or label_steps
+    online_steps = online_steps if args.online_steps is None else args.online_steps
     setup = TASKS[task]
     out = Path(args.out)
     dataset = out / "dataset.zarr"
@@ -215,6 +228,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
               [Command(f"eval_{algo}", [rs, "eval", str(model), "--episodes", str(eval_episodes), "--seed",
                                         str(EVAL_SEED), "--json"], stdout=out / "eval" / f"{algo}.json")
                for algo, model in models.items()]),
+        *([online_stage(out, task, online_steps, args, one_thread)] if online_steps else []),
         Stage("reference", "the scripted expert and a random policy on the same placements",
               [Command(f"reference_{skill}", ["sim_collect", "--task", task, "--episodes", str(eval_episodes), "--mix",
                                               f"{skill}=1", "--seed", str(EVAL_SEED), "-o",
@@ -223,7 +237,23 @@ def make_plan(args: argparse.Namespace) -> Plan:
         Stage("report", "the summary and the HTML report",
               [Command("report", [rs, "demo", "--out", str(out), "--report-only"])]),
     ]
-    return Plan(out, task, episodes, experts, steps, eval_episodes, label_run, stages)
+    return Plan(out, task, episodes, experts, steps, eval_episodes, label_run, stages, online_steps)
+
+
+def online_stage(out: Path, task: str, online_steps: int, args: argparse.Namespace, env: dict[str, str]) -> Stage:
+    """The IQL run fine-tuned online in the sim (a new run from its networks and config, no more offline updates;
+    rewards from the label run's model on the new episodes' frames), then its policy exported and verified."""
+    run, model = out / "runs" / "iql_online", out / "models" / "iql_online.onnx"
+    return Stage("online", f"IQL fine-tuned online in sim:{task} from the offline run, {online_steps} env steps, "
+                 "rewards from the label run's model; its policy exported and verified",
+                 [Command("train_iql_online", ["robot-stack", "train", "--init-from", str(out / "runs" / "iql"),
+                                               "--online", f"sim:{task}", "--online-steps", str(online_steps),
+                                               "--online-eval-every", str(max(1, online_steps // CURVE_POINTS)),
+                                               "--seed", str(args.seed), "--device", args.device, "--out", str(run),
+                                               "--no-progress"], env=env),
+                  Command("export_iql_online", ["robot-stack", "export", str(run), "--out", str(model)]),
+                  Command("verify_iql_online", ["robot-stack", "model", "verify", str(model)],
+                          stdout=out / "verify" / "iql_online.txt")])
 
 
 def _label_device(device: str) -> str:
@@ -287,9 +317,10 @@ class Job:
 
     def run(self) -> int:
         plan, total = self.plan, len(self.plan.stages)
+        online = f", {plan.online_steps} online env steps" if plan.online_steps else ""
         print(f"robot-stack demo: {plan.task}, {plan.episodes} episodes, {plan.steps} updates, {plan.eval_episodes} "
-              f"evaluation episodes -> {plan.out} (loopback only, discovery tag {self.env['ROBOT_STACK_DDS_TAG']})",
-              flush=True)
+              f"evaluation episodes{online} -> {plan.out} (loopback only, discovery tag "
+              f"{self.env['ROBOT_STACK_DDS_TAG']})", flush=True)
         for number, stage in enumerate(plan.stages, 1):
             print(f"[{number}/{total}] {stage.name}: {stage.what}", flush=True)
             if stage.name == "label":
@@ -350,6 +381,7 @@ class Job:
     def _write_summary(self, complete: bool, seconds: float, failed: dict[str, str] | None = None) -> None:
         summary = {"task": self.plan.task, "episodes": self.plan.episodes,
                    "expert_episodes": self.plan.expert_episodes, "steps": self.plan.steps,
+                   "online_steps": self.plan.online_steps,
                    "eval_episodes": self.plan.eval_episodes, "label_run": self.plan.label_run,
                    "eval_seed": EVAL_SEED, "complete": complete and failed is None, "failed": failed,
                    "seconds": round(seconds, 1), "cpus": os.cpu_count(), "load_average": _load_average(),
@@ -471,8 +503,27 @@ def _check_reference(plan: Plan) -> str:
     return f"scripted expert {rates['expert']:.2f}, random {rates['random']:.2f}"
 
 
+def _check_online(plan: Plan) -> str:
+    result = _read_json(plan.out / "runs" / "iql_online" / "result.json")
+    online = result.get("online") or {}
+    if online.get("env_steps", 0) < plan.online_steps:
+        raise StageFailed(f"the online run collected {online.get('env_steps', 0)} env steps, {plan.online_steps} "
+                          "were asked for")
+    if online.get("final_success_rate") is None:
+        raise StageFailed(f"{plan.out / 'runs' / 'iql_online' / 'result.json'} has no final success rate: the online "
+                          "run made no evaluation")
+    model = plan.out / "models" / "iql_online.onnx"
+    if not model.exists() or not model.with_suffix(".json").exists():
+        raise StageFailed(f"{model} or its card {model.with_suffix('.json').name} was not written")
+    switch = online.get("offline_success_rate")
+    return (f"IQL sim success {'-' if switch is None else f'{switch:.2f}'} at the switch -> "
+            f"{online['final_success_rate']:.2f} after {online['env_steps']} env steps ({online.get('episodes')} "
+            f"episodes, {online.get('updates')} updates); models/iql_online.onnx, its provenance verified")
+
+
 CHECKS = {"collect": _check_collect, "label": _check_label, "label eval": _check_label_eval, "train": _check_train,
-          "export": _check_export, "verify": _check_verify, "deploy": _check_deploy, "reference": _check_reference}
+          "export": _check_export, "verify": _check_verify, "deploy": _check_deploy, "online": _check_online,
+          "reference": _check_reference}
 LABEL_METRICS = {"voc": "VOC", "kendall": "Kendall", "pair_accuracy": "pair accuracy", "auc": "AUC"}
 
 
