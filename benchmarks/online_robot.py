@@ -90,10 +90,11 @@ def check_settings(args: argparse.Namespace, dataset: Path, command: list[str], 
     import yaml
 
     finetune = argparse.Namespace(task=args.task, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                                  utd={}, warmup=None, overrides={ALGO: args.set}, rlpd_steps=0, offline_steps=args.offline_steps,
-                                  online_steps=args.online_steps, device=args.device)
+                                  utd={}, warmup=None, overrides={ALGO: args.set}, rlpd_steps=0,
+                                  offline_steps=args.offline_steps, online_steps=args.online_steps, device=args.device)
     wanted = yaml.safe_load(make_config(finetune, dataset, ALGO, SEED).to_yaml())
-    printed = subprocess.run([*command, "--print-config"], env=env, cwd=REPO, capture_output=True, text=True)
+    printed = subprocess.run([*command, "--print-config"], check=False, env=env, cwd=REPO, capture_output=True,
+                             text=True)
     if printed.returncode != 0:
         raise SystemExit(f"the learner's command does not parse: {printed.stderr.strip()}")
     given = yaml.safe_load(printed.stdout)
@@ -156,7 +157,7 @@ def stop(process: subprocess.Popen, name: str) -> None:
 
 
 def last_line(path: Path, word: str = "") -> str:
-    """The last non-empty line of a log that holds `word` ("" when none); progress bars' carriage returns split lines."""
+    """The last non-empty line of a log that holds `word` ("" when none); a progress bar's \\r splits lines."""
     if not path.exists():
         return ""
     lines = [line.strip() for line in path.read_text(errors="replace").replace("\r", "\n").splitlines()]
@@ -164,8 +165,10 @@ def last_line(path: Path, word: str = "") -> str:
     return lines[-1] if lines else ""
 
 
-def run_robot(args: argparse.Namespace, dataset: Path, paths: dict[str, Path], env: dict[str, str]) -> dict[str, Any]:
-    """Steps 1-3 of the module's docstring; the timings and commands (also written to benchmark.json)."""
+def run_robot(args: argparse.Namespace, dataset: Path, paths: dict[str, Path], env: dict[str, str],
+              host: dict[str, Any]) -> dict[str, Any]:
+    """Steps 1-3 of the module's docstring; the timings, commands and `host` (machine() as the run began: its load
+    average) in benchmark.json."""
     if paths["root"].exists():  # an unfinished earlier run, or --rerun: start from nothing
         shutil.rmtree(paths["root"])
     paths["root"].mkdir(parents=True)
@@ -179,7 +182,8 @@ def run_robot(args: argparse.Namespace, dataset: Path, paths: dict[str, Path], e
     offline_log = paths["root"] / "offline.log"
     with offline_log.open("w") as log:
         for command in (offline_command, export_command):
-            if subprocess.run(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(command, check=False, env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT).returncode != 0:
                 raise SystemExit(f"{' '.join(command[:2])} failed: {last_line(offline_log)} ({offline_log})")
     offline_s = time.time() - started
     processes: dict[str, subprocess.Popen] = {}
@@ -212,7 +216,7 @@ def run_robot(args: argparse.Namespace, dataset: Path, paths: dict[str, Path], e
         for name in ("the learner", "the launch"):
             if name in processes:
                 stop(processes[name], name)
-    record = {"offline_and_export_s": round(offline_s, 1), "learner_s": round(learner_s, 1),
+    record = {**host, "offline_and_export_s": round(offline_s, 1), "learner_s": round(learner_s, 1),
               "wall_s": round(time.time() - started, 1), "tag": env["ROBOT_STACK_DDS_TAG"],
               "commands": {"offline": " ".join(offline_command), "export": " ".join(export_command),
                            "launch": " ".join(launch_command), "learner": " ".join(learner_command)}}
@@ -333,7 +337,9 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="result file (default benchmarks/results/online_robot_<task>.json; the figure beside it)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stop the processes as on Ctrl-C
+    # Stop the processes on Ctrl-C and SIGTERM, also when started where SIGINT is ignored (a shell's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     args.eval_every = args.eval_every or max(1, args.online_steps // 10)
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     host = machine(["torch", "numpy", "mujoco", "onnxruntime", "cyclonedds"], device=args.device)
@@ -343,7 +349,7 @@ def main() -> int:
     result_file = paths["learner"] / "robot_result.json"
     if args.rerun or not (result_file.exists() and paths["record"].exists()):
         try:
-            run_robot(args, dataset, paths, env)
+            run_robot(args, dataset, paths, env, host)
         except KeyboardInterrupt:
             print("interrupted: the launch and the learner are stopped", file=sys.stderr)
             return 130
@@ -384,7 +390,8 @@ def main() -> int:
         "dataset": {"path": str(dataset.relative_to(REPO)), "episodes": args.episodes, "mix": "medium"},
         "offline_steps": args.offline_steps, "online_steps": args.online_steps, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "push_every": args.push_every,
-        "robot": {"curve": curve, "collected": acted, **figures, "env_steps": robot["env_steps"], "episodes": robot["committed"],
+        "robot": {"curve": curve, "collected": acted, **figures, "env_steps": robot["env_steps"],
+                  "episodes": robot["committed"],
                   "online_updates": robot["updates"], "models_pushed": robot["pushed"],
                   "models_accepted": robot["accepted"], "models_refused": robot["refused"],
                   "models_unanswered": robot["unanswered"], "interventions": robot["interventions"],
@@ -398,8 +405,11 @@ def main() -> int:
                       "final_success_std": float(np.std(finals)) if finals else None,
                       "curves": {str(seed): run["curve"] for seed, run in gym.items()},
                       "collected": {str(seed): run["collected"] for seed, run in gym.items()}},
-        "command": "python benchmarks/online_robot.py " + " ".join(sys.argv[1:]), "commands": {step: line.replace(f"{REPO}/", "") for step, line in record["commands"].items()},
-        **host, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/online_robot.py " + " ".join(sys.argv[1:]),
+        "commands": {step: line.replace(f"{REPO}/", "") for step, line in record["commands"].items()},
+        # The machine as the run began; a run recorded without it: as now, when only this JSON was written.
+        "machine": record.get("machine", host["machine"]), "versions": record.get("versions", host["versions"]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     write_result(output, result)
     return 0
