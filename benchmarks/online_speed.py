@@ -57,7 +57,7 @@ import torch
 from _machine import machine, write_result  # a script's own folder is sys.path[0]
 from torch import Tensor, nn
 from torch.nn import functional as F
-from train_speed import copy_ensemble, mlp
+from train_speed import TanhGaussianPolicy, copy_ensemble, mlp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "online_speed.json"
 TASK = "reach2d"
@@ -73,21 +73,6 @@ QUICK = {"offline_episodes": 4, "warmup_episodes": 1, "rounds": 2, "env_steps": 
 # -- the plain loop (cleanrl / CORL style) ----------------------------------------------------------------------------
 
 
-class Actor(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, hidden: list[int]) -> None:
-        super().__init__()
-        self.net = mlp(obs_dim, 2 * action_dim, hidden)
-
-    def get_action(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = log_std.clamp(-5.0, 2.0)
-        std = log_std.exp()
-        u = mean + std * torch.randn_like(mean)
-        log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), log_prob
-
-
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     for target_param, param in zip(target.parameters(), source.parameters()):
         target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
@@ -99,7 +84,7 @@ class PlainSAC:
     def __init__(self, obs_dim: int, action_dim: int, config: Any, device: torch.device) -> None:
         c, hidden = config.algorithm, list(config.hidden_dims)
         self.tau, self.gamma, self.target_entropy = c.tau, config.gamma, -float(action_dim)
-        self.actor = Actor(obs_dim, action_dim, hidden).to(device)
+        self.actor = TanhGaussianPolicy(obs_dim, action_dim, hidden).to(device)
         self.qf1 = mlp(obs_dim + action_dim, 1, hidden).to(device)
         self.qf2 = mlp(obs_dim + action_dim, 1, hidden).to(device)
         self.qf1_target, self.qf2_target = copy.deepcopy(self.qf1), copy.deepcopy(self.qf2)
@@ -111,7 +96,7 @@ class PlainSAC:
     def train(self, batch: list[Tensor]) -> dict[str, float]:
         obs, actions, rewards, next_obs, dones = batch
         alpha = self.log_alpha.exp().detach()
-        pi, log_pi = self.actor.get_action(obs)
+        pi, log_pi = self.actor(obs)
         sa_pi = torch.cat([obs, pi], 1)
         min_qf_pi = torch.min(self.qf1(sa_pi), self.qf2(sa_pi)).squeeze(-1)
         actor_loss = (alpha * log_pi - min_qf_pi).mean()
@@ -123,7 +108,7 @@ class PlainSAC:
         alpha_loss.backward()
         self.a_optimizer.step()
         with torch.no_grad():
-            next_actions, next_log_pi = self.actor.get_action(next_obs)
+            next_actions, next_log_pi = self.actor(next_obs)
             next_sa = torch.cat([next_obs, next_actions], 1)
             min_qf_next = torch.min(self.qf1_target(next_sa), self.qf2_target(next_sa)).squeeze(-1)
             next_q_value = rewards + (1 - dones) * self.gamma * (min_qf_next - alpha * next_log_pi)
@@ -193,7 +178,7 @@ class PlainLoop:
         update_s = 0.0
         for _ in range(env_steps):
             with torch.no_grad():
-                action, _ = self.agent.actor.get_action(torch.Tensor(self.obs).to(self.device).unsqueeze(0))
+                action, _ = self.agent.actor(torch.Tensor(self.obs).to(self.device).unsqueeze(0))
             action = action.cpu().numpy()[0]
             next_obs, reward, terminated, truncated, _info = self.env.step(self.low + (action + 1.0) * self.half_range)
             next_obs = self.normalize(next_obs)
