@@ -14,46 +14,19 @@ import math
 
 import pytest
 import torch
+from tiny_learning import ACTION_DIM, BATCH, make_algorithm, tiny_batch, tiny_spec
 from torch import Tensor, nn
 from torch.distributions import Normal
 
 from robot_stack.errors import LearnError
-from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm, adam, set_lr
 from robot_stack.learn.algorithms.cql import cql_penalty
 from robot_stack.learn.algorithms.iql import awr_weights, expectile_loss
 from robot_stack.learn.algorithms.sac import binary_indices
 from robot_stack.learn.algorithms.td3bc import td3bc_lambda
-from robot_stack.learn.config import load_config
 from robot_stack.learn.networks import QEnsemble
 from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
-
-BATCH, ACTION_DIM = 6, 2
-
-
-def tiny_spec() -> ObservationSpec:
-    return ObservationSpec(state={"x": [3]}, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0],
-                           action_low=[-1.0, -1.0], action_high=[1.0, 1.0])
-
-
-def make_algorithm(algo: str, seed: int = 0, **algorithm: object) -> Algorithm:
-    overrides = {f"algorithm.{key}": value for key, value in algorithm.items()}
-    config = load_config(algo, overrides=overrides, steps=10, device="cpu", hidden_dims=[8, 8])
-    torch.manual_seed(seed)
-    return algorithm_class(algo)(tiny_spec(), config, torch.device("cpu"))
-
-
-def tiny_batch(seed: int = 0) -> Batch:
-    generator = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs={"state": torch.randn(BATCH, 3, generator=generator)},
-        action=torch.rand(BATCH, ACTION_DIM, generator=generator) * 2 - 1,
-        reward=torch.randn(BATCH, generator=generator),
-        next_obs={"state": torch.randn(BATCH, 3, generator=generator)},
-        discount=torch.tensor([0.99, 0.99, 0.99, 0.9801, 0.99, 0.99]),  # one 2-step transition
-        terminal=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
-    )
 
 
 def as_float64(batch: Batch) -> tuple[Tensor, ...]:

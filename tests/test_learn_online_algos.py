@@ -15,24 +15,24 @@ import math
 import os
 
 import pytest
+import tiny_learning
 import torch
 from robot_stack.sim.collect import collect
+from tiny_learning import ACTION_DIM, BATCH, make_algorithm
 from torch import Tensor, nn
 from torch.distributions import Normal
 
 from robot_stack.errors import LearnError
-from robot_stack.learn.algorithms import ALGORITHMS, algorithm_class
+from robot_stack.learn.algorithms import ALGORITHMS
 from robot_stack.learn.algorithms.base import Algorithm
 from robot_stack.learn.algorithms.sac import SAC
 from robot_stack.learn.config import load_config
 from robot_stack.learn.networks import QEnsemble
-from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
 from robot_stack.learn.trainer import Trainer, load_policy
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
-BATCH, ACTION_DIM = 6, 2
 NEW = ["sac", "calql", "rlpd", "wsrl"]
 
 
@@ -46,29 +46,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_spec() -> ObservationSpec:
-    return ObservationSpec(state={"x": [3]}, mean=[0.0] * 3, std=[1.0] * 3, action_low=[-1.0] * 2, action_high=[1.0] * 2)
-
-
-def make_algorithm(algo: str, seed: int = 0, **algorithm: object) -> Algorithm:
-    overrides = {f"algorithm.{key}": value for key, value in algorithm.items()}
-    config = load_config(algo, overrides=overrides, steps=10, device="cpu", hidden_dims=[8, 8])
-    torch.manual_seed(seed)
-    return algorithm_class(algo)(tiny_spec(), config, torch.device("cpu"))
-
-
 def tiny_batch(seed: int = 0) -> Batch:
-    generator = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs={"state": torch.randn(BATCH, 3, generator=generator)},
-        action=torch.rand(BATCH, ACTION_DIM, generator=generator) * 2 - 1,
-        reward=torch.randn(BATCH, generator=generator),
-        next_obs={"state": torch.randn(BATCH, 3, generator=generator)},
-        discount=torch.tensor([0.99, 0.99, 0.99, 0.9801, 0.99, 0.99]),
-        terminal=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
-        # Around the initial critics' Q (|Q| < 1): Cal-QL's bound binds at some states and not at others.
-        return_to_go=torch.tensor([5.0, -5.0, 0.05, -0.05, 0.2, -10.0]),
-    )
+    # Around the initial critics' Q (|Q| < 1): Cal-QL's bound binds at some states and not at others.
+    return tiny_learning.tiny_batch(seed, return_to_go=[5.0, -5.0, 0.05, -0.05, 0.2, -10.0])
 
 
 def f64(module: nn.Module) -> nn.Module:
