@@ -27,7 +27,12 @@ from robot_stack.errors import DatasetError
 from robot_stack.learn.config import load_config
 from robot_stack.learn.observations import build_spec
 from robot_stack.learn.online import OnlineRun, run_online
-from robot_stack.learn.online_replay import Episode, MixedSampler, OnlineReplay, episode_transitions
+from robot_stack.learn.online_replay import (
+    Episode,
+    MixedSampler,
+    OnlineReplay,
+    episode_transitions,
+)
 from robot_stack.learn.replay import build_replay
 from robot_stack.learn.trainer import Trainer, load_checkpoint
 
@@ -336,11 +341,12 @@ def test_a_label_runs_model_rewards_the_online_episodes(reach_pixels, tmp_path):
                                config={"input": "pixels", "steps": 30, "hidden": 32}, progress=False,
                                overwrite=True))
     result = run_online(Trainer(config(reach_pixels, tmp_path / "labels", reward="labels/online-progress"),
-                                progress=False), progress=False)
+                                progress=False), progress=False, label_models=label_reward_model)
     online = Dataset.open(tmp_path / "labels" / "online.zarr")
     # The labeler's camera is recorded with the online episodes, though the policy sees only the state.
     assert result["online"]["episodes"] == 2 and "image.top" in online.features
-    run = OnlineRun(Trainer(config(reach_pixels, tmp_path / "again", reward="labels/online-progress"), progress=False))
+    run = OnlineRun(Trainer(config(reach_pixels, tmp_path / "again", reward="labels/online-progress"), progress=False),
+                    label_reward_model)
     assert run.reward_offset < 0  # reward_offset auto: the label run's best frame earns 0, online as offline
     model = label_reward_model(reach_pixels, "online-progress")
     where = online.episode_slice(1)

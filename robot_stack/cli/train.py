@@ -189,13 +189,14 @@ def _train(trainer, args: argparse.Namespace) -> dict:
     online, progress = trainer.config.online, not args.no_progress
     if not online:
         return trainer.run()
+    from robot_stack.label.apply import label_reward_model
     from robot_stack.learn.online import OnlineRun, run_online
 
     if online != "robot":
-        return run_online(trainer, progress=progress)
+        return run_online(trainer, progress=progress, label_models=label_reward_model)
     from robot_stack.online.robot import run_robot_learner
 
-    return run_robot_learner(OnlineRun(trainer), _robot_options(args), progress=progress)
+    return run_robot_learner(OnlineRun(trainer, label_reward_model), _robot_options(args), progress=progress)
 
 
 def _robot_options(args: argparse.Namespace):

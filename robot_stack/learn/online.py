@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from robot_stack.learn.online_replay import Episode, MixedSampler, OnlineReplay
 from robot_stack.learn.trainer import Trainer
 
 ONLINE_DATASET = "online.zarr"
+LabelModels = Callable[[Dataset, str], Any]
+"""(dataset, label run) -> its reward model (robot_stack.label.apply.label_reward_model's signature)."""
 MAX_EPISODE_STEPS = 1_000  # room the online replay keeps per env beyond online_steps: the last episodes overrun it
 SUCCESS_AT = 0.9  # result.json's env_steps_to_90: the first evaluation at or above this success rate
 _TRAINING_SEEDS = 1_000_000  # online episodes reset with seeds below the evaluation seeds (eval_seed and up)
@@ -62,7 +65,9 @@ class OnlineRun:
     act() to collect, evaluate(), save_checkpoint(), finish(). `step` counts gradient updates (both phases),
     `env_steps` the online transitions added (warm-up included)."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Trainer, label_models: LabelModels | None = None) -> None:
+        """label_models(dataset, run) -> a model with .rewards(frames) [T]: how a labels/<run> reward scores online
+        episodes (robot_stack.label.apply.label_reward_model; the layer above passes it in, as learn sits below label)."""
         config = trainer.config
         if not config.online:
             raise LearnError("this run has no online phase: give it an online target (--online sim:TASK or robot)")
@@ -89,6 +94,11 @@ class OnlineRun:
             trainer.task = task  # evaluations run in the online target, so the curve's points are comparable
             trainer.env_options = {"dynamics": preset} if preset else {}
         self._label_model: Any = None
+        self._label_models = label_models
+        if config.reward.startswith("labels/") and label_models is None:
+            raise LearnError(f"reward {config.reward} online needs the label run's model applied to each new episode: "
+                             "run it through robot-stack train (or pass label_models=robot_stack.label.apply."
+                             "label_reward_model)")
         trainer.open_run()
         self._note_state()
 
@@ -284,12 +294,7 @@ class OnlineRun:
 
     def _label_reward_model(self) -> Any:
         if self._label_model is None:
-            try:
-                from robot_stack.label.apply import label_reward_model
-            except ImportError:
-                raise LearnError(f"reward {self.config.reward}: applying a label run's model to new episodes is not "
-                                 "available in this robot_stack; fine-tune with --reward sim or success") from None
-            self._label_model = label_reward_model(self.trainer.dataset, self.config.reward[len("labels/"):])
+            self._label_model = self._label_models(self.trainer.dataset, self.config.reward[len("labels/"):])
         return self._label_model
 
     def _embeddings(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -516,8 +521,9 @@ def _value_kind(spec: FeatureSpec, env_keys: set[str]) -> str | None:
     return None
 
 
-def run_online(trainer: Trainer, progress: bool = True) -> dict[str, Any]:
-    """A run with a sim online target, start to end (or from where a resumed one stopped); its result.json."""
+def run_online(trainer: Trainer, progress: bool = True, label_models: LabelModels | None = None) -> dict[str, Any]:
+    """A run with a sim online target, start to end (or from where a resumed one stopped); its result.json.
+    label_models: as OnlineRun takes it (needed for a labels/<run> reward)."""
     config = trainer.config
     if not config.online.startswith("sim:"):
         raise LearnError(f"run_online drives sim targets; online {config.online!r} runs through "
@@ -544,7 +550,7 @@ def run_online(trainer: Trainer, progress: bool = True) -> dict[str, Any]:
         if missing:
             raise LearnError(f"online target {config.online} does not observe {missing}, which the policy needs: "
                              f"fine-tune in the sim task the dataset was recorded in ({trainer.dataset.robot.get('sim_task')})")
-        run = OnlineRun(trainer)
+        run = OnlineRun(trainer, label_models)
         dataset = OnlineDataset(run, path)
         dataset.sources_of(set(probe))
         run.pretrain()

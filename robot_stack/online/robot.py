@@ -46,6 +46,7 @@ def train_on_robot(config: Any, options: RobotOptions | None = None, *, progress
                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The robot learner for a TrainConfig with online: robot: a new run in config.out, or the run already there
     resumed (a killed learner restarted with the same command carries on). Returns run_robot_learner's result."""
+    from robot_stack.label.apply import label_reward_model
     from robot_stack.learn.config import RESUME_SETTINGS, config_from_dict
     from robot_stack.learn.online import OnlineRun
     from robot_stack.learn.trainer import Trainer, load_checkpoint
@@ -64,7 +65,7 @@ def train_on_robot(config: Any, options: RobotOptions | None = None, *, progress
         trainer = Trainer(resume=out, changes={key: given[key] for key in RESUME_SETTINGS}, progress=progress, log=log)
     else:
         trainer = Trainer(config, progress=progress, log=log)
-    return run_robot_learner(OnlineRun(trainer), options, progress=progress, log=log)
+    return run_robot_learner(OnlineRun(trainer, label_reward_model), options, progress=progress, log=log)
 
 
 def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress: bool = True,
