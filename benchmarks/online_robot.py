@@ -269,6 +269,11 @@ def stale_frames(dataset: Path) -> dict[str, int]:
     return {"frames": int(recorded.n_frames), "stale": int(stale.sum())}
 
 
+def slim(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluations without their per-episode rows (the run's eval.jsonl has them)."""
+    return [{key: value for key, value in row.items() if key != "rows"} for row in curve]
+
+
 def points(curve: list[dict[str, Any]]) -> list[tuple[int, float]]:
     """(env steps, success rate): the last offline evaluation at 0, then the online ones."""
     offline = [row for row in curve if row.get("phase") == "offline"][-1:]
@@ -390,7 +395,7 @@ def main() -> int:
         "dataset": {"path": str(dataset.relative_to(REPO)), "episodes": args.episodes, "mix": "medium"},
         "offline_steps": args.offline_steps, "online_steps": args.online_steps, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "push_every": args.push_every,
-        "robot": {"curve": curve, "collected": acted, **figures, "env_steps": robot["env_steps"],
+        "robot": {"curve": slim(curve), "collected": acted, **figures, "env_steps": robot["env_steps"],
                   "episodes": robot["committed"],
                   "online_updates": robot["updates"], "models_pushed": robot["pushed"],
                   "models_accepted": robot["accepted"], "models_refused": robot["refused"],
@@ -403,7 +408,7 @@ def main() -> int:
                               f"{args.online_steps}", "seeds": list(gym), "note": beside, "per_seed": gym_figures,
                       "final_success_mean": float(np.mean(finals)) if finals else None,
                       "final_success_std": float(np.std(finals)) if finals else None,
-                      "curves": {str(seed): run["curve"] for seed, run in gym.items()},
+                      "curves": {str(seed): slim(run["curve"]) for seed, run in gym.items()},
                       "collected": {str(seed): run["collected"] for seed, run in gym.items()}},
         "command": "python benchmarks/online_robot.py " + " ".join(sys.argv[1:]),
         "commands": {step: line.replace(f"{REPO}/", "") for step, line in record["commands"].items()},
