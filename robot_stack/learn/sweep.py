@@ -12,16 +12,20 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robot_stack.errors import LearnError, RobotStackError
 from robot_stack.learn.config import TrainConfig, config_from_dict
 
+if TYPE_CHECKING:
+    from robot_stack.learn.online import LabelModels
+
 ENGINES = ("local", "ray")
 
 
-def train_one(config: dict[str, Any], threads: int = 0) -> dict[str, Any]:
-    """Train one run from a TrainConfig's to_dict(); its result.json row, or {"error": one line} if it failed."""
+def train_one(config: dict[str, Any], threads: int = 0, label_models: LabelModels | None = None) -> dict[str, Any]:
+    """Train one run from a TrainConfig's to_dict(); its result.json row, or {"error": one line} if it failed.
+    label_models: for online runs on a labels/<run> reward (learn.online.OnlineRun's; label sits above learn)."""
     import torch
 
     from robot_stack.learn.trainer import Trainer
@@ -37,7 +41,7 @@ def train_one(config: dict[str, Any], threads: int = 0) -> dict[str, Any]:
         if train.online:
             from robot_stack.learn.online import run_online
 
-            return run_online(trainer, progress=False)
+            return run_online(trainer, progress=False, label_models=label_models)
         return trainer.run()
     except RobotStackError as error:
         return {"error": str(error), "out": config.get("out", "")}
@@ -47,7 +51,8 @@ def train_one(config: dict[str, Any], threads: int = 0) -> dict[str, Any]:
 
 
 def run_sweep(configs: list[TrainConfig], *, engine: str = "local", address: str = "", workers: int | None = None,
-              on_result: Callable[[int, dict[str, Any]], None] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+              on_result: Callable[[int, dict[str, Any]], None] | None = None, progress: bool = True,
+              label_models: LabelModels | None = None) -> list[dict[str, Any]]:
     """Train every config; results in the configs' order (a failed run's row has "error"). on_result(i, row) is
     called as each run finishes (in finishing order). engine "local": one after another here; "ray": one run per
     Ray worker (1 CPU each; `workers` caps how many at once, default the cluster's CPUs)."""
@@ -71,15 +76,15 @@ def run_sweep(configs: list[TrainConfig], *, engine: str = "local", address: str
 
     if engine == "local":
         for index, config in enumerate(configs):
-            finished(index, train_one(config.to_dict()))
+            finished(index, train_one(config.to_dict(), label_models=label_models))
     else:
-        _ray_sweep(configs, address, workers, finished)
+        _ray_sweep(configs, address, workers, finished, label_models)
     bar.close()
     return [row or {"error": "no result"} for row in results]
 
 
 def _ray_sweep(configs: list[TrainConfig], address: str, workers: int | None,
-               finished: Callable[[int, dict[str, Any]], None]) -> None:
+               finished: Callable[[int, dict[str, Any]], None], label_models: LabelModels | None) -> None:
     from robot_stack import cluster
 
     ray = cluster.import_ray(LearnError, "run the sweep with --engine local")
@@ -94,7 +99,7 @@ def _ray_sweep(configs: list[TrainConfig], address: str, workers: int | None,
         while queue or pending:
             while queue and len(pending) < at_once:
                 index, config = queue.pop(0)
-                pending[remote.remote(config.to_dict(), 1)] = index
+                pending[remote.remote(config.to_dict(), 1, label_models)] = index
             done, _ = ray.wait(list(pending), num_returns=1)
             for reference in done:
                 index = pending.pop(reference)

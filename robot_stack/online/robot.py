@@ -87,6 +87,7 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
     first = _first_episode(Path(run.run_dir), path, log)
     ros.init([])
     link = ActorLink(ros, options, f"online_learner_{os.getpid()}")
+    started = time.perf_counter()
     try:
         link.wait_for_actor()
         recorded_to = (link.recorder_status or {}).get("dataset")
@@ -98,7 +99,7 @@ def run_robot_learner(run: Any, options: RobotOptions | None = None, *, progress
     finally:
         link.close()
         ros.shutdown()
-    result = run.finish()
+    result = run.finish(time.perf_counter() - started)
     complete = summary["env_steps"] >= run.config.online_steps and summary["pushed"] == summary["accepted"]
     result = dict(result or {}) | {"robot": summary, "complete": complete}
     log(summary_line(summary, path, complete))
