@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -22,9 +24,21 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
 
 # Test modules bring in MuJoCo and torch in any order; triton (torch's) must load before OSMesa (robot_stack.native).
-from robot_stack.native import load_triton_before_osmesa  # noqa: E402
+from robot_stack.native import load_triton_before_osmesa
 
 load_triton_before_osmesa()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop a node or launch the way Ctrl-C does (SIGINT, so it shuts down and its outputs are closed), and kill it
+    if it has not exited after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def fresh_dds_env(**extra: str) -> dict[str, str]:
@@ -116,10 +130,10 @@ def tuned_clip(tmp_path_factory, tiny_clip) -> dict[str, str]:
     import numpy as np
     import open_clip
     import torch
+    from robot_stack.sim import collect as sim_collect
     from torch.nn import functional as F
 
     from robot_stack.learn.clip_embed import BatchPreprocess
-    from robot_stack.sim import collect as sim_collect
 
     folder = tmp_path_factory.mktemp("tuned_clip")
     ds = sim_collect.collect("reach2d", folder / "reach2d.zarr", 10, mix={"expert": 0.5, "random": 0.5}, seed=5,

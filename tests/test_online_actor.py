@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, fresh_dds_env
+from conftest import REPO, fresh_dds_env, stop_process
 from robot_stack.sim.task import command_spec_of
 
 from robot_stack.data import Dataset, validate
@@ -279,16 +278,6 @@ class Operator:
         return any(np.allclose(command, expected, atol=1e-5) for expected in self.model_commands)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def test_over_dds_the_operator_overrides_the_policy_and_the_recorder_flags_those_frames(model, tmp_path, monkeypatch):
     env = fresh_dds_env()
     for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROBOT_STACK_DDS_TAG", "ROBOT_STACK_ROS_BACKEND"):
@@ -348,7 +337,7 @@ def test_over_dds_the_operator_overrides_the_policy_and_the_recorder_flags_those
         assert sum(map(operator.is_model_command, model_ticks)) >= 0.8 * len(model_ticks) and len(model_ticks) >= 30
     finally:
         for process, _ in reversed(processes):
-            stop(process)
+            stop_process(process)
         ros.shutdown()
 
     ds = Dataset.open(dataset)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, fresh_dds_env
+from conftest import REPO, fresh_dds_env, stop_process
 
 from robot_stack.data import Dataset, DatasetWriter
 from robot_stack.deploy.card import sha256_file
@@ -75,16 +75,6 @@ class Operator:
             self.spin_until(lambda until=until: time.monotonic() >= until, "a control period", processes)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _consumed_episodes(run_dir: Path) -> int:
     """Online episodes in the run's latest checkpoint (0 before there is one)."""
     from robot_stack.errors import LearnError
@@ -142,8 +132,8 @@ def test_robot_loop_over_dds_pushes_models_records_interventions_and_resumes_aft
         operator.spin_until(lambda: (operator.policy.get("last_load") or {}).get("time", 0) > 0, "the policy status",
                             {"the launch": launch})
     finally:
-        _stop(learner)
-        _stop(launch)
+        stop_process(learner)
+        stop_process(launch)
         launch_log.close()
         operator.node.destroy_node()
         ros.shutdown()

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import gymnasium
 import numpy as np
 import pytest
 import robot_stack.sim  # noqa: F401  (registers the RobotStack/* gymnasium ids)
-from conftest import REPO
+from conftest import REPO, stop_process
 from deploy_models import reach2d_models
 from robot_stack.sim.task import command_spec_of
 
@@ -358,12 +357,7 @@ def deployment(models, tmp_path_factory):
     try:
         yield robot
     finally:
-        launch.send_signal(signal.SIGINT)
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            launch.kill()
-            launch.wait()
+        stop_process(launch)
         output.close()
         ros.shutdown()
         for name, value in saved.items():
