@@ -8,13 +8,22 @@ random draws are reproduced by seeding the global RNG and drawing in the order u
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 
 import pytest
 import torch
-from tiny_learning import ACTION_DIM, BATCH, make_algorithm, tiny_batch, tiny_spec
+from tiny_learning import (
+    ACTION_DIM,
+    BATCH,
+    every_q,
+    f64,
+    make_algorithm,
+    member_q,
+    parameters,
+    tiny_batch,
+    tiny_spec,
+)
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -24,7 +33,6 @@ from robot_stack.learn.algorithms.cql import cql_penalty
 from robot_stack.learn.algorithms.iql import awr_weights, expectile_loss
 from robot_stack.learn.algorithms.sac import binary_indices
 from robot_stack.learn.algorithms.td3bc import td3bc_lambda
-from robot_stack.learn.networks import QEnsemble
 from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
 
@@ -33,27 +41,6 @@ def as_float64(batch: Batch) -> tuple[Tensor, ...]:
     """(s, a, r, s', discount, terminal) in float64."""
     return tuple(t.double() for t in (batch.obs["state"], batch.action, batch.reward, batch.next_obs["state"],
                                       batch.discount, batch.terminal))
-
-
-def f64(module: nn.Module) -> nn.Module:
-    """A float64 copy of the module as it is now (the reference computations' networks)."""
-    return copy.deepcopy(module).double().requires_grad_(False)
-
-
-def member_q(critic: QEnsemble, member: int, obs: Tensor, action: Tensor) -> Tensor:
-    """Q_member(s, a) [B] with the member's own weights (EnsembleLinear weight [E, in, out]), one matmul a layer."""
-    x = torch.cat([obs, action], dim=-1)
-    for layer in critic.hidden:
-        x = torch.relu(x @ layer.weight[member] + layer.bias[member, 0])
-    return (x @ critic.out.weight[member] + critic.out.bias[member, 0]).squeeze(-1)
-
-
-def every_q(critic: QEnsemble, obs: Tensor, action: Tensor) -> Tensor:
-    return torch.stack([member_q(critic, i, obs, action) for i in range(critic.ensemble_size)])
-
-
-def parameters(module: nn.Module) -> list[Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
 
 
 def assert_soft_updated(target: nn.Module, old_target: list[Tensor], source: nn.Module, tau: float) -> None:

@@ -18,7 +18,14 @@ import pytest
 import tiny_learning
 import torch
 from robot_stack.sim.collect import collect
-from tiny_learning import ACTION_DIM, BATCH, make_algorithm
+from tiny_learning import (
+    ACTION_DIM,
+    BATCH,
+    every_q,
+    f64,
+    make_algorithm,
+    parameters,
+)
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -51,28 +58,6 @@ def tiny_batch(seed: int = 0) -> Batch:
     return tiny_learning.tiny_batch(seed, return_to_go=[5.0, -5.0, 0.05, -0.05, 0.2, -10.0])
 
 
-def f64(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).double().requires_grad_(False)
-
-
-def member_q(critic: QEnsemble, member: int, obs: Tensor, action: Tensor) -> Tensor:
-    """Q_member(s, a) [B] from the member's own weights: linear, then (with layer_norm) LayerNorm with the member's
-    gain and bias, then ReLU, each hidden layer; written out, biased variance, eps 1e-5."""
-    x = torch.cat([obs, action], dim=-1)
-    for index, layer in enumerate(critic.hidden):
-        x = x @ layer.weight[member] + layer.bias[member, 0]
-        if critic.norms is not None:
-            norm = critic.norms[index]
-            mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
-            x = (x - mean) / torch.sqrt(var + 1e-5) * norm.weight[member, 0] + norm.bias[member, 0]
-        x = torch.relu(x)
-    return (x @ critic.out.weight[member] + critic.out.bias[member, 0]).squeeze(-1)
-
-
-def every_q(critic: QEnsemble, obs: Tensor, action: Tensor) -> Tensor:
-    return torch.stack([member_q(critic, i, obs, action) for i in range(critic.ensemble_size)])
-
-
 def tanh_gaussian(actor: nn.Module, obs: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
     """a = tanh(mu + sigma eps), log pi(a|s) = log N(u; mu, sigma) - sum_j log(1 - tanh(u_j)^2)."""
     mean, log_std = actor.net(obs).chunk(2, dim=-1)
@@ -88,10 +73,6 @@ def perturb(algo: Algorithm, names: tuple[str, ...] = ("critic", "critic_target"
         for name in names:
             for p in getattr(algo, name).parameters():
                 p.add_(0.1 * torch.randn(p.shape, generator=generator))
-
-
-def parameters(module: nn.Module) -> list[Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
 
 
 def assert_loss(value: Tensor, expected: Tensor) -> None:
