@@ -42,6 +42,12 @@ offline-to-online (offline phase of --steps updates, the switch, then --online-s
   robot-stack train --algo calql --dataset data/reach2d.zarr --online robot --online-dataset data/online.zarr
   robot-stack train --resume runs/iql-reach2d-20261207-190000 --online-steps 20000
 
+hybrid sim-real (the dataset is the real robot's, --sim the simulator; evaluations in the dataset's dynamics):
+  robot-stack train --algo h2o --dataset data/reach2d_weak.zarr --sim reach2d:sim --online-steps 20000
+  robot-stack train --algo darc --dataset data/reach2d_weak.zarr --sim reach2d --online-steps 20000
+  robot-stack train --algo sac --dataset data/reach2d_weak.zarr --sim reach2d --steps 0 --online-ratio 0.5 \
+      --warmup-steps 1000 --online-steps 20000        # naive mixing: no correction
+
 Bad input (no dataset, unknown feature, missing label run, bad config key) is a one-line error, exit 2."""
 
 
@@ -65,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     online.add_argument("--online", metavar="TARGET",
                         help="sim:TASK[:PRESET] (a sim gymnasium env, e.g. sim:reach2d, sim:lift:real) or robot (the ROS 2 "
                              "actor/learner loop)")
+    online.add_argument("--sim", metavar="TASK[:PRESET]",
+                        help="hybrid sim-real training (h2o, darc; sac for naive mixing): the dataset is the real data, "
+                             "this sim env (e.g. reach2d:sim) gives online data, and evaluations run in the dataset's "
+                             "own dynamics (--online sim:TASK[:PRESET] with eval_dynamics dataset)")
     online.add_argument("--online-steps", type=arguments.positive_int, help="environment steps of the online phase")
     online.add_argument("--utd", type=arguments.positive_int, help="gradient updates per environment step")
     online.add_argument("--online-ratio", type=_ratio,
@@ -136,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
     from robot_stack.learn.config import load_config
     from robot_stack.learn.trainer import Trainer
 
+    if args.sim:
+        if args.online:
+            raise LearnError("give --sim TASK[:PRESET] (hybrid sim-real training) or --online TARGET, not both")
+        if not args.sim.strip(":") or args.sim.startswith("sim:"):
+            raise LearnError(f"--sim {args.sim!r}: use TASK or TASK:PRESET, e.g. --sim reach2d:sim")
+        args.online = f"sim:{args.sim}"
     if args.resume:
         changes = _resume_changes(args)
         if args.print_config:
@@ -150,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         fields = {"dataset": args.dataset, "reward": args.reward, "observations": args.obs, "images": args.images,
                   "image_encoder": args.image_encoder, "steps": args.steps, "batch_size": args.batch_size,
                   "seed": args.seed, "device": args.device, "eval_every": args.eval_every,
-                  "eval_episodes": args.eval_episodes, "out": args.out} | {
+                  "eval_episodes": args.eval_episodes, "out": args.out,
+                  "eval_dynamics": "dataset" if args.sim else None} | {
                   field: getattr(args, _dest(flag)) for flag, field in ONLINE_FLAGS.items()}
         if args.init_from:
             config = _config_from_run(args, fields)

@@ -122,6 +122,14 @@ class Dataset:
         return self.schema.record_hz
 
     @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the data came from (the root attribute `provenance`: sim_collect's task and dynamics, a bag import,
+        a merge, ...); {} when the writer recorded none."""
+        from robot_stack.data.store import read_root_attrs
+
+        return dict(read_root_attrs(self.path).get("provenance") or {})
+
+    @property
     def tasks(self) -> list[str]:
         return list(self.schema.tasks)
 

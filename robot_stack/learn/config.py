@@ -138,8 +138,44 @@ class WSRLConfig(CalQLConfig):
     max_target_backup: bool = False
 
 
+@dataclass
+class HybridConfig(SACConfig):
+    """What H2O and DARC share (robot_stack.learn.algorithms.h2o): SAC without entropy in the backup, and two
+    discriminators of real vs sim transitions on the normalized state features."""
+
+    backup_entropy: bool = False  # the H2O authors' code
+    discriminator_dims: list[int] = field(default_factory=lambda: [256, 256])
+    discriminator_lr: float = 3e-4
+    discriminator_noise: float = 0.1  # std of the Gaussian noise on every discriminator input, normalized units
+
+
+@dataclass
+class H2OConfig(HybridConfig):
+    """H2O (Niu et al. 2022): sim TD errors weighted by the clipped dynamics ratio P/P^, and a penalty that pushes Q
+    down on sim pairs with large dynamics gaps (logsumexp of Q + log omega) and up on real data; the authors'
+    defaults."""
+
+    penalty_weight: float = 0.01  # beta
+    ratio_min: float = 1e-5  # the clip of the sim TD weight w = P/P^
+    ratio_max: float = 1.0
+    gap_samples: int = 10  # perturbed next states per sim transition in the estimate of u(s, a)
+    gap_noise: float = 1.0  # their std, in normalized units (1 = the data's std of each state component)
+    gap_min: float = 1e-8  # the clip of u(s, a) (the authors: 1e-45, i.e. such a pair drops out of the softmax)
+    gap_max: float = 10.0
+
+
+@dataclass
+class DARCConfig(HybridConfig):
+    """DARC (Eysenbach et al. 2021): sim rewards corrected by log P/P^ from the same discriminators, then SAC."""
+
+    correction_clip: float = 10.0  # |log P/P^| added to a sim reward is clipped here
+
+
 ALGORITHM_CONFIGS: dict[str, type] = {"bc": BCConfig, "td3bc": TD3BCConfig, "iql": IQLConfig, "cql": CQLConfig,
-                                      "sac": SACConfig, "calql": CalQLConfig, "rlpd": RLPDConfig, "wsrl": WSRLConfig}
+                                      "sac": SACConfig, "calql": CalQLConfig, "rlpd": RLPDConfig, "wsrl": WSRLConfig,
+                                      "h2o": H2OConfig, "darc": DARCConfig}
+HYBRID_ALGOS = ("h2o", "darc")
+"""Algorithms that learn from a real dataset and a sim env at once (--sim): they evaluate in the dataset's dynamics."""
 
 
 @dataclass
@@ -186,6 +222,10 @@ class TrainConfig:
     push_every: int = 1_000  # robot target: gradient updates between models exported and sent on /policy/load
     online_dataset: str = ""  # where online episodes are written (sim) or land (robot); "" = <run>/online.zarr (sim)
     init_from: str = ""  # a run folder or checkpoint whose networks (and optimizers) this run starts from
+    # The sim dynamics evaluations run in: "auto" (an online run's sim target preset; otherwise, and for hybrid
+    # sim-real runs, "dataset"), "dataset" (the preset the dataset was collected in, from its provenance; nominal
+    # for data from a real robot), or a preset of sim/dynamics.py.
+    eval_dynamics: str = "auto"
     algorithm: Any = None  # the algorithm's dataclass (filled from ALGORITHM_CONFIGS[algo])
 
     def __post_init__(self) -> None:
@@ -263,6 +303,31 @@ class TrainConfig:
             if algo.actor_every < 0:
                 raise LearnError(f"config: algorithm.actor_every must be >= 0 (0: once per environment step), "
                                  f"got {algo.actor_every}")
+        if self.algo in HYBRID_ALGOS:
+            if not self.online.startswith("sim:"):
+                raise LearnError(f"config: {self.algo} learns from the dataset (real) and a sim env at once: give "
+                                 "--sim TASK[:PRESET], e.g. --sim reach2d:sim")
+            if int(self.steps) != 0:
+                raise LearnError(f"config: {self.algo} has no offline phase (its discriminators need sim data): "
+                                 f"steps 0, not {self.steps}")
+            if self.online_ratio != "proportional" and not 0.0 < float(self.online_ratio) < 1.0:
+                raise LearnError(f"config: {self.algo} needs real and sim rows in each batch: online_ratio (the sim "
+                                 f"share) in (0, 1) or proportional, not {self.online_ratio}")
+            if int(self.warmup_steps) < 1:
+                raise LearnError(f"config: {self.algo} needs sim data before its first update: warmup_steps >= 1")
+            if algo.discriminator_noise < 0 or not algo.discriminator_dims:
+                raise LearnError("config: algorithm.discriminator_noise must be >= 0 and discriminator_dims non-empty")
+        if isinstance(algo, H2OConfig):
+            if not 0.0 < algo.ratio_min <= algo.ratio_max:
+                raise LearnError(f"config: algorithm.ratio_min/ratio_max must satisfy 0 < min <= max, got "
+                                 f"{algo.ratio_min}, {algo.ratio_max}")
+            if not 0.0 < algo.gap_min <= algo.gap_max:
+                raise LearnError(f"config: algorithm.gap_min/gap_max must satisfy 0 < min <= max, got "
+                                 f"{algo.gap_min}, {algo.gap_max}")
+            if algo.gap_samples < 1 or algo.gap_noise < 0 or algo.penalty_weight < 0:
+                raise LearnError("config: algorithm.gap_samples must be >= 1, gap_noise and penalty_weight >= 0")
+        if not self.eval_dynamics:
+            raise LearnError("config: eval_dynamics must be auto, dataset or a dynamics preset")
         if type(algo) is CalQLConfig and not algo.calibrated:
             raise LearnError("config: calql is CQL with calibrated: true; train --algo cql for the uncalibrated penalty")
         if isinstance(algo, CQLConfig):

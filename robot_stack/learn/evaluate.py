@@ -25,6 +25,25 @@ def sim_task_of(robot: dict[str, Any]) -> str | None:
     return str(task) if task else None
 
 
+def evaluation_dynamics(config: Any, provenance: dict[str, Any]) -> str | None:
+    """The dynamics preset a run's evaluations use (TrainConfig.eval_dynamics resolved), None for nominal.
+
+    auto: an online run's sim target preset (sim:TASK:PRESET; it fine-tunes there), except for hybrid sim-real runs
+    (robot_stack.learn.config.HYBRID_ALGOS, or eval_dynamics dataset as --sim sets it), which learn for the data's
+    dynamics; offline runs likewise. dataset: the preset the dataset was collected in (its provenance), else nominal."""
+    from robot_stack.learn.config import HYBRID_ALGOS
+
+    value = config.eval_dynamics
+    if value == "auto":
+        target = config.online.split(":") if config.online.startswith("sim:") else []
+        if target and config.algo not in HYBRID_ALGOS:
+            return target[2] if len(target) == 3 and target[2] != "nominal" else None
+        value = "dataset"
+    if value == "dataset":
+        value = (provenance.get("sim_collect") or {}).get("dynamics")
+    return None if value in (None, "", "nominal") else str(value)
+
+
 def make_env(task: str, spec: ObservationSpec, **kwargs: Any) -> Any:
     """The gymnasium env of a sim task, with the cameras the policy's images need."""
     import gymnasium

@@ -19,7 +19,12 @@ An online episode runs to the env's horizon, horizon + 1 frames, as sim_collect 
 observation of s_f, the command applied from it (the hold command at the last frame), the env's reward of s_f and
 whether the task reported success there; the episode succeeded if it did at any frame. Logs: eval.jsonl rows with
 phase / step (updates) / env_steps, TensorBoard online/*, curve.png (success rate and return over env steps, the
-switch marked), result.json's "online" summary.
+switch marked), result.json's "online" summary, losses.jsonl (the loss means every log_every updates, with
+phase and env_steps: a hybrid run's dynamics_ratio and dynamics_gap of its sim transitions over training).
+
+Hybrid sim-real training (robot_stack.learn.algorithms.h2o, `train --sim`) is this loop with no offline phase: the
+dataset is the real data, the sim target collects the sim data, every batch mixes both (Batch.online tells them
+apart), and evaluations run in the dataset's dynamics (evaluate.evaluation_dynamics).
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ class OnlineRun:
         if config.online.startswith("sim:"):
             self.target = parse_target(config.online)
             task, preset = self.target
-            trainer.task = task  # evaluations run in the online target, so the curve's points are comparable
-            trainer.env_options = {"dynamics": preset} if preset else {}
+            # Evaluations run in the online target's task, so the curve's points are comparable, and in its dynamics
+            # (the dataset's for hybrid sim-real training: evaluate.evaluation_dynamics, resolved by the trainer).
+            trainer.task = task
         self._label_model: Any = None
         self._label_models = label_models
         if config.reward.startswith("labels/") and label_models is None:
@@ -307,6 +313,8 @@ class OnlineRun:
         if writer:
             for key, value in means.items():
                 writer.add_scalar(f"train/{key}", value, self.step)
+        with open(self.run_dir / "losses.jsonl", "a") as file:  # hybrid runs' dynamics-ratio weights among them
+            file.write(json.dumps({"step": self.step, "phase": self.phase, "env_steps": self.env_steps} | means) + "\n")
         if not all(math.isfinite(v) for v in means.values()):
             self.save_checkpoint()
             raise LearnError(f"losses went non-finite at update {self.step} ({means}); lower the learning rates or "
@@ -468,7 +476,8 @@ class OnlineDataset:
                                                features=self.features, tasks=offline.tasks,
                                                provenance={"online": {"offline_dataset": str(offline.path),
                                                                       "fingerprint": run.trainer.fingerprint,
-                                                                      "run": str(run.run_dir)}})
+                                                                      "run": str(run.run_dir),
+                                                                      "target": run.config.online}})
         self.dataset = Dataset.open(path)
         last = self.dataset.frames("timestamp", self.dataset.n_frames - 1) if self.dataset.n_frames else None
         self.clock = float(last[0]) + 1.0 / self.record_hz if last is not None else 0.0

@@ -148,7 +148,8 @@ class OnlineReplay:
         frame, next_frame = self.frame[index], self.next_frame[index]
         return Batch(obs={name: values[frame] for name, values in self.frames.items()}, action=self.action[frame],
                      reward=self.reward[index], next_obs={name: values[next_frame] for name, values in self.frames.items()},
-                     discount=self.discount[index], terminal=self.terminal[index], return_to_go=self.return_to_go[index])
+                     discount=self.discount[index], terminal=self.terminal[index], return_to_go=self.return_to_go[index],
+                     online=torch.ones(len(index), device=index.device))
 
 
 class MixedSampler:
@@ -159,7 +160,8 @@ class MixedSampler:
     appends online data to its buffer). While the online replay is empty every row is offline; with no offline
     data (dropped, as WSRL does, or none) batches are all online and nothing can be sampled before the first
     online episode (`ready` False). `mode` names which of these applies: a step function keeps one compiled
-    step / CUDA graph per mode.
+    step / CUDA graph per mode. Every batch carries Batch.online, 1 on its online rows (hybrid sim-real training
+    tells sim rows from real ones by it); None in mode "offline".
     """
 
     def __init__(self, offline: ReplayBuffer | None, online: OnlineReplay, ratio: float | str) -> None:
@@ -201,17 +203,23 @@ class MixedSampler:
             return self._proportional(batch_size)
         k = self.online_rows(batch_size)
         if k == 0:
-            return self.offline.sample(batch_size)
+            return _marked(self.offline.sample(batch_size))
         if k == batch_size:
             return self.online.sample(batch_size)
-        return _concatenate(self.online.sample(k), self.offline.sample(batch_size - k))
+        return _concatenate(self.online.sample(k), _marked(self.offline.sample(batch_size - k)))
 
     def _proportional(self, batch_size: int) -> Batch:
         n_offline = len(self.offline)
         draw = torch.randint(_DRAW_RANGE, (batch_size,), device=self.device) % (self.online.size + n_offline)
         online = draw >= n_offline
         return _select(online, self.online.gather((draw - n_offline).clamp(min=0)),
-                       self.offline.gather(draw.clamp(max=n_offline - 1)))
+                       _marked(self.offline.gather(draw.clamp(max=n_offline - 1))))
+
+
+def _marked(batch: Batch) -> Batch:
+    """An offline batch with Batch.online zeros (so it joins online rows field by field)."""
+    batch.online = torch.zeros_like(batch.reward)
+    return batch
 
 
 def _concatenate(first: Batch, second: Batch) -> Batch:
@@ -232,4 +240,4 @@ def _select(mask: Tensor, where_true: Batch, where_false: Batch) -> Batch:
     return Batch(**{name: pick(getattr(where_true, name), getattr(where_false, name)) for name in _FIELDS})
 
 
-_FIELDS = ("obs", "action", "reward", "next_obs", "discount", "terminal", "return_to_go")
+_FIELDS = ("obs", "action", "reward", "next_obs", "discount", "terminal", "return_to_go", "online")

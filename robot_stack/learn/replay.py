@@ -25,7 +25,9 @@ from robot_stack.learn.observations import ObservationSpec
 class Batch:
     """A batch of transitions. obs/next_obs: {"state": float32 [B, D], "image.<cam>": uint8 [B, H, W, 3]};
     action float32 [B, A] in [-1, 1]; reward, discount (gamma**k), terminal (1.0 = no bootstrap) float32 [B];
-    return_to_go float32 [B]: the data's discounted return from obs to its episode's end (Cal-QL's bound)."""
+    return_to_go float32 [B]: the data's discounted return from obs to its episode's end (Cal-QL's bound);
+    online float32 [B]: 1 on rows from the online replay, 0 on the dataset's (set by online_replay.MixedSampler;
+    None: every row is the dataset's)."""
 
     obs: dict[str, Tensor]
     action: Tensor
@@ -34,6 +36,7 @@ class Batch:
     discount: Tensor
     terminal: Tensor
     return_to_go: Tensor | None = None
+    online: Tensor | None = None
 
 
 class ReplayBuffer:

@@ -37,7 +37,7 @@ from robot_stack.errors import DatasetError, LearnError
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm
 from robot_stack.learn.config import TrainConfig, config_from_dict, resumed_config
-from robot_stack.learn.evaluate import PolicyRunner, evaluate, make_env, sim_task_of
+from robot_stack.learn.evaluate import PolicyRunner, evaluate, evaluation_dynamics, make_env, sim_task_of
 from robot_stack.learn.observations import ObservationSpec, build_spec
 from robot_stack.learn.replay import build_replay, reward_offset
 
@@ -212,7 +212,9 @@ class Trainer:
                 self.initialized_from = self._initialize_from(Path(config.init_from))
         self.task = None if config.eval_env == "none" else (
             config.eval_env if config.eval_env != "auto" else sim_task_of(self.dataset.robot))
-        self.env_options: dict[str, Any] = {}  # extra make_env arguments of evaluations (an online target's dynamics)
+        dynamics = evaluation_dynamics(config, self.dataset.provenance)
+        # Extra make_env arguments of evaluations: the dynamics they run in (evaluate.evaluation_dynamics).
+        self.env_options: dict[str, Any] = {"dynamics": dynamics} if dynamics else {}
         self.batches: Any = self.replay  # what the step samples from (an online run puts its mixed sampler here)
         self.eval_fields: dict[str, Any] = {}  # added to each eval.jsonl row (an online run's phase and env steps)
         self.writer: Any = None

@@ -16,6 +16,8 @@ ALGORITHMS: dict[str, str] = {
     "calql": "robot_stack.learn.algorithms.cql:CQL",  # CQL with calibrated: true (CalQLConfig)
     "rlpd": "robot_stack.learn.algorithms.sac:SAC",  # SAC with RLPDConfig's ensemble (+ the trainer's sampling, utd)
     "wsrl": "robot_stack.learn.algorithms.wsrl:WSRL",
+    "h2o": "robot_stack.learn.algorithms.h2o:H2O",  # SAC + discriminators, weighted sim TD errors, gap penalty
+    "darc": "robot_stack.learn.algorithms.h2o:DARC",  # SAC + the same discriminators, sim rewards corrected
 }
 
 
