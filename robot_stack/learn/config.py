@@ -240,6 +240,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise LearnError naming the first value that cannot be used."""
+        if self.algo in HYBRID_ALGOS and not self.online.startswith("sim:"):
+            raise LearnError(f"config: {self.algo} learns from the dataset (real) and a sim env at once: give "
+                             "--sim TASK[:PRESET], e.g. --sim reach2d:sim")
         if int(self.steps) == 0 and not self.online:  # rlpd's default: an online run with no offline phase
             raise LearnError("config: steps 0 (no offline phase) is for online runs: give --online sim:TASK or robot, "
                              "or --steps N to train offline")
@@ -304,9 +307,6 @@ class TrainConfig:
                 raise LearnError(f"config: algorithm.actor_every must be >= 0 (0: once per environment step), "
                                  f"got {algo.actor_every}")
         if self.algo in HYBRID_ALGOS:
-            if not self.online.startswith("sim:"):
-                raise LearnError(f"config: {self.algo} learns from the dataset (real) and a sim env at once: give "
-                                 "--sim TASK[:PRESET], e.g. --sim reach2d:sim")
             if int(self.steps) != 0:
                 raise LearnError(f"config: {self.algo} has no offline phase (its discriminators need sim data): "
                                  f"steps 0, not {self.steps}")

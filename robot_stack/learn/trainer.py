@@ -388,6 +388,7 @@ class Trainer:
             "reward": reward | {"transition_reward": self.replay.reward_stats()},
             "observation_spec": self.spec.to_json(),
             "device": str(self.device), "eval_task": self.task,
+            "eval_dynamics": self.env_options.get("dynamics", "nominal") if self.task else None,
             "initialized_from": self.initialized_from or self._saved_run_info().get("initialized_from"),
             "versions": {"robot_stack": __version__, "torch": torch.__version__},
             "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
