@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from robot_stack.learn.algorithms import algorithm_class
 from robot_stack.learn.algorithms.base import Algorithm
-from robot_stack.learn.config import load_config
+from robot_stack.learn.config import HYBRID_ALGOS, load_config
 from robot_stack.learn.networks import QEnsemble
 from robot_stack.learn.observations import ObservationSpec
 from robot_stack.learn.replay import Batch
@@ -27,7 +27,8 @@ def tiny_spec() -> ObservationSpec:
 def make_algorithm(algo: str, seed: int = 0, **algorithm: object) -> Algorithm:
     """`algo` with its defaults and `algorithm` overrides, 8-unit networks, on the CPU, weights drawn from `seed`."""
     overrides = {f"algorithm.{key}": value for key, value in algorithm.items()}
-    config = load_config(algo, overrides=overrides, steps=10, device="cpu", hidden_dims=[8, 8])
+    hybrid = {"online": "sim:reach2d", "steps": 0} if algo in HYBRID_ALGOS else {"steps": 10}  # h2o, darc: a sim
+    config = load_config(algo, overrides=overrides, device="cpu", hidden_dims=[8, 8], **hybrid)
     torch.manual_seed(seed)
     return algorithm_class(algo)(tiny_spec(), config, torch.device("cpu"))
 
