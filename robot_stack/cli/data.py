@@ -99,6 +99,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=_positive_float, metavar="FPS", help="frame rate of the video (default: record_hz)")
     p.set_defaults(func=export_video)
 
+    p = verb("import", "another project's dataset (LeRobot v3, robomimic, Minari) -> a robot_stack dataset",
+             "Read a dataset in another project's format and write a robot_stack dataset, one committed episode at "
+             "a time (source import), recording the format, source path and version in its provenance. Run the "
+             "same command again after an interruption: it carries on after the last committed episode.\n\n"
+             "  lerobot    a LeRobot v3 dataset folder (meta/info.json, parquet frames, MP4 videos)\n"
+             "  robomimic  a robomimic HDF5 file (data/demo_i/{obs/*, actions, rewards, dones}, mask/ filter keys)\n"
+             "  minari     a Minari dataset: its id in the local Minari store, or its folder\n\n"
+             "The formats' packages come with the interop extra: pip install 'robot_stack[interop]'.",
+             "  robot-stack data import lerobot ~/lerobot_data/pusht pusht.zarr\n"
+             "  robot-stack data import robomimic demo.hdf5 demo.zarr --record-hz 20 --task \"lift the cube\"\n"
+             "  robot-stack data import minari D4RL/door/human-v2 door.zarr")
+    p.add_argument("format", metavar="FORMAT", help="lerobot, robomimic or minari")
+    p.add_argument("src", metavar="SRC", help="the dataset to read (path, or a Minari dataset id)")
+    p.add_argument("out", metavar="OUT", help="the new robot_stack dataset, e.g. pusht.zarr")
+    p.add_argument("--record-hz", type=_positive_float, metavar="HZ",
+                   help="frames a second, for formats that do not store a rate (robomimic: default 20)")
+    p.add_argument("--task", metavar="TEXT", help="task text of the episodes where the format has none")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=import_format)
+
+    p = verb("export", "a robot_stack dataset -> another project's format (LeRobot v3, robomimic, diffusion_policy)",
+             "Write a robot_stack dataset's committed episodes in another project's format, for its loaders:\n\n"
+             "  lerobot           a LeRobot v3 dataset folder (meta/, parquet frames, MP4 per camera)\n"
+             "  robomimic         one HDF5 file (data/demo_i/..., env_args, mask/ from the dataset's splits)\n"
+             "  diffusion-policy  the Zarr v2 layout diffusion_policy's ReplayBuffer opens (data/, meta/episode_ends)\n\n"
+             "OUT must not exist; a failed export leaves nothing behind.",
+             "  robot-stack data export lerobot lift.zarr lift_lerobot/\n"
+             "  robot-stack data export robomimic lift.zarr lift.hdf5\n"
+             "  robot-stack data export diffusion-policy lift.zarr lift_dp.zarr")
+    p.add_argument("format", metavar="FORMAT", help="lerobot, robomimic or diffusion-policy")
+    _path(p)
+    p.add_argument("out", metavar="OUT", help="where to write it (must not exist)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=export_format)
+
     p = verb("import-bag", "rosbag2 (sqlite3 or MCAP) -> a new dataset, one episode per bag",
              "Read rosbag2 bags (folders with metadata.yaml, or .db3/.mcap files) and write a new dataset as "
              "the recorder would have from the same topics: each frame at --record-hz holds the latest message "
@@ -280,6 +315,32 @@ def export_video(args: argparse.Namespace) -> int:
         print(f"note: this FFmpeg has no H.264 encoder; wrote MPEG-4 part 2 ({FALLBACK}) instead", file=sys.stderr)
     print(f"wrote {result.path}: {result.camera}, {result.frames} frames, {result.size[0]}x{result.size[1]}, "
           f"{result.fps:g} fps, {result.codec}")
+    return 0
+
+
+def import_format(args: argparse.Namespace) -> int:
+    from robot_stack.interop import format_module
+
+    options = {key: value for key, value in (("record_hz", args.record_hz), ("task", args.task)) if value is not None}
+    ds = format_module(args.format, "import").import_dataset(args.src, args.out, progress=not args.quiet, **options)
+    success = ds.success
+    known = success[success >= 0]
+    rate = f", success {known.mean():.0%} of {len(known)} known" if len(known) else ""
+    print(f"wrote {ds.path}: {ds.n_episodes} episode{'s' if ds.n_episodes != 1 else ''}, {ds.n_frames} frames at "
+          f"{ds.record_hz:g} Hz{rate}, features {', '.join(ds.features)}")
+    return 0
+
+
+def export_format(args: argparse.Namespace) -> int:
+    from robot_stack.interop import format_module
+
+    from robot_stack.data import Dataset
+
+    module = format_module(args.format, "export")
+    ds = Dataset.open(args.path)
+    out = module.export_dataset(ds, args.out, progress=not args.quiet)
+    print(f"wrote {out}: {ds.n_episodes} episode{'s' if ds.n_episodes != 1 else ''}, {ds.n_frames} frames "
+          f"({args.format})")
     return 0
 
 
