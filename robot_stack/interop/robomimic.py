@@ -89,7 +89,7 @@ def _describe(path: Path, file: Any, record_hz: float | None, task: str | None, 
     if data is None or not hasattr(data, "keys"):
         raise DatasetError(f"{path} has no data/ group: not a robomimic dataset (data/demo_<i>/...)")
     numbered = {}
-    for key in data.keys():
+    for key in data:
         match = _DEMO.match(key)
         if match is None:
             raise DatasetError(f"{path}: data/{key} is not a demo_<i> group: not a robomimic dataset")
@@ -180,7 +180,7 @@ def _robomimic_layout(path: Path, data: Any, demos: list[str], keep_states: bool
     for key in sorted(obs.keys()) if obs is not None else []:
         array = obs[key]
         if array.dtype == np.uint8 and array.ndim == 4 and array.shape[-1] == 3:
-            camera = key[: -len(IMAGE_SUFFIX)] if key.endswith(IMAGE_SUFFIX) else key
+            camera = key.removesuffix(IMAGE_SUFFIX)
             add(f"image.{camera}", f"obs/{key}", "image")
         else:
             add(key, f"obs/{key}", "state")
@@ -305,18 +305,17 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
     keys, reward = _export_keys(dataset)
     masks = _export_masks(dataset, valid_fraction, seed)
     obs_keys = [key for key in keys.values() if key.startswith("obs/")]
-    with fresh_output(out) as path:
-        with h5py.File(path, "w") as file:
-            data = file.create_group("data")
-            total = 0
-            for index in tqdm(range(dataset.n_episodes), desc=f"export robomimic -> {path.name}", unit="episode",
-                              disable=not progress):
-                total += _write_demo(data.create_group(f"demo_{index}"), dataset, index, keys, reward, obs_keys)
-            data.attrs["total"] = total
-            data.attrs["env_args"] = json.dumps(_env_args(dataset))
-            data.attrs[RECORD_ATTR] = json.dumps(_export_record(dataset, keys))
-            for key, episodes in masks.items():
-                file.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}" for i in episodes], dtype="S"))
+    with fresh_output(out) as path, h5py.File(path, "w") as file:
+        data = file.create_group("data")
+        total = 0
+        for index in tqdm(range(dataset.n_episodes), desc=f"export robomimic -> {path.name}", unit="episode",
+                          disable=not progress):
+            total += _write_demo(data.create_group(f"demo_{index}"), dataset, index, keys, reward, obs_keys)
+        data.attrs["total"] = total
+        data.attrs["env_args"] = json.dumps(_env_args(dataset))
+        data.attrs[RECORD_ATTR] = json.dumps(_export_record(dataset, keys))
+        for key, episodes in masks.items():
+            file.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}" for i in episodes], dtype="S"))
     return path
 
 

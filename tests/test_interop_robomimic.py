@@ -1,0 +1,313 @@
+"""`robot-stack data import/export robomimic`: a reach2d dataset the sim collector records, exported to one HDF5 file
+and imported back; robomimic files the tests write with h5py in robomimic's layout (data/demo_<i>/{obs, next_obs,
+actions, rewards, dones, states}, env_args, mask/ filter keys); robomimic's own file utilities and SequenceDataset
+opening an export where robomimic is installed (CI has only the interop extra: that test skips there).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_stack.cli.main import main as cli
+from robot_stack.data import Dataset
+from robot_stack.interop import robomimic
+from robot_stack.sim.collect import collect
+
+h5py = pytest.importorskip("h5py", reason="the interop extra (h5py) is not installed")
+
+CONTROL_FREQ = 10  # the written file's env_kwargs.control_freq: timestamps must follow it, not the 20 Hz default
+N_DEMOS = 11  # demo_10 sorts before demo_2 by name: the import must follow the index
+STATE_DIM = 5
+
+
+@pytest.fixture(scope="module")
+def reach(tmp_path_factory) -> Dataset:
+    """Three reach2d episodes (one failure, two successes) with a 32x32 top camera, shared read-only."""
+    path = tmp_path_factory.mktemp("reach") / "reach.zarr"
+    return collect("reach2d", path, 3, mix={"medium": 1.0}, seed=0, cameras=["top:32x32"], progress=False)
+
+
+def demo_arrays(index: int) -> dict[str, np.ndarray]:
+    """Demo `index` of the written file: T = 4 + index % 3 steps, values that say which demo and step they are."""
+    steps = 4 + index % 3
+    rng = np.random.default_rng(index)
+    rewards = np.zeros(steps)
+    rewards[-1] = 1.0 if index % 2 == 0 else 0.0  # sparse success reward: even demos succeed
+    dones = np.zeros(steps, np.int64)
+    dones[-1] = 1
+    image = np.zeros((steps, 8, 8, 3), np.uint8)
+    image[:, 0, 0, 0] = index
+    image[:, 1, 1, 1] = np.arange(steps)
+    return {"obs/robot0_eef_pos": rng.normal(size=(steps, 3)), "obs/object": rng.normal(size=(steps, 10)),
+            "obs/agentview_image": image, "actions": rng.uniform(-1, 1, (steps, 7)), "rewards": rewards,
+            "dones": dones, "states": rng.normal(size=(steps, STATE_DIM))}
+
+
+def write_robomimic(path: Path, n_demos: int = N_DEMOS, *, env_kwargs: dict | None = None,
+                    masks: dict[str, list[int]] | None = None, edit=None) -> Path:
+    """A robomimic HDF5 file as robomimic's dataset_states_to_obs writes it (next_obs = obs one step on)."""
+    kwargs = {"control_freq": CONTROL_FREQ, "reward_shaping": False, "robots": ["Panda"]} if env_kwargs is None else env_kwargs
+    masks = {"train": [i for i in range(n_demos) if i % 4], "valid": [i for i in range(n_demos) if not i % 4]} \
+        if masks is None else masks
+    with h5py.File(path, "w") as file:
+        data = file.create_group("data")
+        total = 0
+        for index in range(n_demos):
+            group = data.create_group(f"demo_{index}")
+            arrays = demo_arrays(index)
+            for key, values in arrays.items():
+                group.create_dataset(key, data=values)
+                if key.startswith("obs/"):
+                    group.create_dataset(f"next_{key}", data=np.concatenate([values[1:], values[-1:]]))
+            group.attrs["num_samples"] = len(arrays["actions"])
+            group.attrs["model_file"] = "<mujoco/>"
+            total += len(arrays["actions"])
+        data.attrs["total"] = total
+        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "type": 1, "env_kwargs": kwargs})
+        for key, demos in masks.items():
+            file.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}" for i in demos], dtype="S"))
+        if edit is not None:
+            edit(file)
+    return path
+
+
+@pytest.fixture(scope="module")
+def robomimic_file(tmp_path_factory) -> Path:
+    return write_robomimic(tmp_path_factory.mktemp("rm") / "lift.hdf5")
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = cli([*map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_round_trip_keeps_values_boundaries_tasks_success(reach, tmp_path, capsys):
+    exported = tmp_path / "reach.hdf5"
+    code, out, _ = run(capsys, "data", "export", "robomimic", reach.path, exported, "-q")
+    assert code == 0, out
+    code, out, _ = run(capsys, "data", "import", "robomimic", exported, tmp_path / "back.zarr", "-q")
+    assert code == 0, out
+    back = Dataset.open(tmp_path / "back.zarr")
+
+    assert back.features == reach.features  # names, dtypes, shapes, kinds, topics, units
+    for name in reach.features:
+        assert back.frames(name).dtype == reach.frames(name).dtype
+        assert np.array_equal(back.frames(name), reach.frames(name)), name  # images raw (gzip): exact
+    assert back.episode_ends.tolist() == reach.episode_ends.tolist()
+    assert back.success.tolist() == reach.success.tolist() == [0, 1, 1]
+    assert back.tasks == reach.tasks
+    assert [back.episode_info(i).task_text for i in range(3)] == [reach.episode_info(i).task_text for i in range(3)]
+    assert [back.episode_info(i).notes for i in range(3)] == [reach.episode_info(i).notes for i in range(3)]
+    assert back.robot == reach.robot and back.record_hz == reach.record_hz
+    record = back.provenance["import"]
+    assert record["format"] == "robomimic" and record["exported_from"]["fingerprint"] == reach.fingerprint()
+    assert record["success"] == robomimic.SUCCESS_KEPT
+
+
+def test_export_is_robomimic_layout(reach, tmp_path):
+    """What robomimic's readers take from each demo: obs/next_obs per observation, actions [T, A], rewards from the
+    reward feature, dones 1 at the last frame of a successful demo only, num_samples, total and env_args."""
+    path = robomimic.export_dataset(reach, tmp_path / "reach.hdf5", progress=False)
+    with h5py.File(path, "r") as file:
+        data = file["data"]
+        assert sorted(data) == ["demo_0", "demo_1", "demo_2"] and "mask" not in file
+        assert data.attrs["total"] == reach.n_frames
+        env_args = json.loads(data.attrs["env_args"])
+        assert env_args["env_name"] == "RobotStack/Reach2D-v0" and env_args["type"] == 2
+        assert env_args["env_kwargs"]["control_freq"] == reach.record_hz and "robot_stack" in env_args
+        for index in range(3):
+            demo, info = data[f"demo_{index}"], reach.episode_info(index)
+            assert sorted(demo["obs"]) == ["eef_pose", "joint_position", "joint_velocity", "object_pose", "top_image"]
+            assert sorted(demo["next_obs"]) == sorted(demo["obs"])
+            assert demo.attrs["num_samples"] == info.length
+            assert demo["actions"].shape == (info.length, 2)
+            assert demo["obs/top_image"].dtype == np.uint8 and demo["obs/top_image"].shape == (info.length, 32, 32, 3)
+            assert np.array_equal(demo["next_obs/eef_pose"][:-1], demo["obs/eef_pose"][1:])
+            assert np.array_equal(demo["rewards"][()], reach.frames("sim_reward", info.start, info.stop))
+            assert demo["dones"][()].tolist() == [0] * (info.length - 1) + [int(info.success)]
+
+
+def test_import_maps_obs_rewards_dones_splits_and_provenance(robomimic_file, tmp_path):
+    ds = robomimic.import_dataset(robomimic_file, tmp_path / "lift.zarr", progress=False, task="lift the cube")
+
+    assert ds.n_episodes == N_DEMOS
+    assert {name: (spec.kind, spec.dtype, spec.shape) for name, spec in ds.features.items()} == {
+        "timestamp": ("time", "float64", ()), "action": ("action", "float64", (7,)),
+        "robot0_eef_pos": ("state", "float64", (3,)), "object": ("state", "float64", (10,)),
+        "image.agentview": ("image", "uint8", (8, 8, 3)), "reward": ("reward", "float64", ()),
+        "done": ("flag", "bool", ())}
+    for index in range(N_DEMOS):  # episode i is demo_i: numeric order (demo_10 last, not after demo_1)
+        arrays, part = demo_arrays(index), ds.episode_slice(index)
+        assert np.array_equal(ds.frames("action", part.start, part.stop), arrays["actions"])
+        assert np.array_equal(ds.frames("robot0_eef_pos", part.start, part.stop), arrays["obs/robot0_eef_pos"])
+        assert np.array_equal(ds.frames("image.agentview", part.start, part.stop), arrays["obs/agentview_image"])
+        assert np.array_equal(ds.frames("reward", part.start, part.stop), arrays["rewards"])
+        assert ds.frames("done", part.start, part.stop).tolist() == [False] * (part.stop - part.start - 1) + [True]
+    assert ds.success.tolist() == [int(i % 2 == 0) for i in range(N_DEMOS)]  # the last sparse reward
+    assert set(ds.tasks) == {"lift the cube"}
+    assert np.allclose(np.diff(ds.frames("timestamp")), 1.0 / CONTROL_FREQ) and ds.record_hz == CONTROL_FREQ
+
+    record = ds.provenance["import"]
+    assert record["splits"] == {"train": [i for i in range(N_DEMOS) if i % 4], "valid": [0, 4, 8]}
+    assert record["env_args"]["env_kwargs"]["control_freq"] == CONTROL_FREQ
+    assert record["timestamps"].startswith("from the control rate") and "control_freq" in record["timestamps"]
+    assert record["success"] == robomimic.SUCCESS_SPARSE
+    assert record["demos"][10] == "demo_10" and any(item.startswith("states") for item in record["not_imported"])
+    assert ds.robot["name"] == "Lift" and ds.robot["robomimic_env"]["type_name"] == "robosuite"
+    assert ds.robot["robots"] == ["Panda"]
+
+
+def test_import_without_rate_or_sparse_reward_says_so(tmp_path):
+    """No control_freq: 20 Hz (or --record-hz), said in the provenance; dense rewards: success unknown."""
+    src = write_robomimic(tmp_path / "dense.hdf5", 3, env_kwargs={"reward_shaping": True}, masks={})
+    ds = robomimic.import_dataset(src, tmp_path / "a.zarr", progress=False)
+    assert ds.record_hz == robomimic.DEFAULT_HZ and "the default" in ds.provenance["import"]["timestamps"]
+    assert ds.success.tolist() == [-1, -1, -1] and ds.provenance["import"]["splits"] == {}
+    ds = robomimic.import_dataset(src, tmp_path / "b.zarr", progress=False, record_hz=5.0, keep_states=True)
+    assert np.allclose(np.diff(ds.frames("timestamp")), 0.2) and "--record-hz" in ds.provenance["import"]["timestamps"]
+    part = ds.episode_slice(2)
+    assert np.array_equal(ds.frames("sim_state", part.start, part.stop), demo_arrays(2)["states"])
+
+
+def test_import_then_export_keeps_filter_keys_env_args_and_states(robomimic_file, tmp_path):
+    ds = robomimic.import_dataset(robomimic_file, tmp_path / "lift.zarr", progress=False, keep_states=True)
+    path = robomimic.export_dataset(ds, tmp_path / "again.hdf5", progress=False)
+    with h5py.File(robomimic_file, "r") as original, h5py.File(path, "r") as again:
+        assert sorted(again["mask"]) == ["train", "valid"]
+        for key in ("train", "valid"):
+            assert again[f"mask/{key}"][()].tolist() == original[f"mask/{key}"][()].tolist()
+        assert json.loads(again["data"].attrs["env_args"]) == json.loads(original["data"].attrs["env_args"])
+        for index in (0, 10):
+            for key in ("actions", "states", "rewards", "obs/object", "obs/agentview_image"):
+                assert np.array_equal(again[f"data/demo_{index}/{key}"][()], original[f"data/demo_{index}/{key}"][()])
+
+
+def test_export_valid_fraction_writes_train_valid_masks(reach, tmp_path):
+    path = robomimic.export_dataset(reach, tmp_path / "split.hdf5", progress=False, valid_fraction=0.34, seed=1)
+    with h5py.File(path, "r") as file:
+        train = {name.decode() for name in file["mask/train"][()]}
+        valid = {name.decode() for name in file["mask/valid"][()]}
+    assert len(valid) == 1 and train | valid == {"demo_0", "demo_1", "demo_2"} and not train & valid
+
+
+def test_trainer_runs_on_imported_dataset(robomimic_file, tmp_path, capsys):
+    code, out, err = run(capsys, "data", "import", "robomimic", robomimic_file, tmp_path / "lift.zarr", "--task",
+                         "lift the cube", "-q")
+    assert code == 0, err
+    assert f"{N_DEMOS} episodes" in out and f"{CONTROL_FREQ:g} Hz" in out
+    code, out, err = run(capsys, "train", "--algo", "bc", "--dataset", tmp_path / "lift.zarr", "--steps", 20,
+                         "--batch-size", 16, "--eval-every", -1, "--device", "cpu", "--out", tmp_path / "run",
+                         "--no-progress", "--set", "hidden_dims=[16]")
+    assert code == 0, err
+    assert (tmp_path / "run").is_dir()
+
+
+def test_interrupted_import_resumes(robomimic_file, tmp_path, monkeypatch):
+    out = tmp_path / "lift.zarr"
+    real = robomimic.write_import
+
+    def interrupted(source, target, progress):
+        read = source.episode
+
+        def episode(index):
+            if index == 4:
+                raise KeyboardInterrupt
+            return read(index)
+
+        source.episode = episode
+        return real(source, target, progress)
+
+    monkeypatch.setattr(robomimic, "write_import", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        robomimic.import_dataset(robomimic_file, out, progress=False)
+    assert Dataset.open(out).n_episodes == 4
+    monkeypatch.setattr(robomimic, "write_import", real)
+
+    resumed = robomimic.import_dataset(robomimic_file, out, progress=False)
+    fresh = robomimic.import_dataset(robomimic_file, tmp_path / "fresh.zarr", progress=False)
+    assert resumed.episode_ends.tolist() == fresh.episode_ends.tolist()
+    for name in fresh.features:
+        assert np.array_equal(resumed.frames(name), fresh.frames(name)), name
+
+
+def _unequal_lengths(file) -> None:
+    del file["data/demo_3/actions"]
+    file["data/demo_3/actions"] = np.zeros((2, 7))
+
+
+@pytest.mark.parametrize(("case", "words"), [
+    ("missing", ["does not exist"]),
+    ("not_hdf5", ["not an HDF5 file"]),
+    ("no_data", ["no data/ group"]),
+    ("truncated", ["truncated"]),
+    ("unequal", ["demo_3", "disagree in length"]),
+    ("bad_mask", ["mask/train", "demo_99"]),
+    ("out_exists", ["exists", "new path"]),
+])
+def test_bad_input_is_one_line(case, words, tmp_path, capsys):
+    src, out = tmp_path / "in.hdf5", tmp_path / "out.zarr"
+    if case == "not_hdf5":
+        src.write_text("demo_0,actions\n1,2\n")
+    elif case == "no_data":
+        with h5py.File(src, "w") as file:
+            file.create_dataset("observations", data=np.zeros((3, 2)))
+    elif case == "truncated":
+        whole = write_robomimic(tmp_path / "whole.hdf5", 3).read_bytes()
+        src.write_bytes(whole[: len(whole) // 2])
+    elif case == "unequal":
+        write_robomimic(src, 4, edit=_unequal_lengths)
+    elif case == "bad_mask":
+        write_robomimic(src, 2, masks={"train": [0, 99]})
+    elif case == "out_exists":
+        write_robomimic(src, 2)
+        out.mkdir()
+        (out / "notes.txt").write_text("someone else's")
+    code, _, err = run(capsys, "data", "import", "robomimic", src, out, "-q")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert all(word in lines[0] for word in words), lines[0]
+    assert case == "out_exists" or not out.exists()  # refused before anything was written
+
+
+def test_export_refuses_existing_out(reach, tmp_path, capsys):
+    (tmp_path / "taken.hdf5").write_bytes(b"x")
+    code, _, err = run(capsys, "data", "export", "robomimic", reach.path, tmp_path / "taken.hdf5", "-q")
+    assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "taken.hdf5").read_bytes() == b"x"
+
+
+def test_robomimic_own_reader_opens_export(reach, tmp_path):
+    """robomimic 0.3's FileUtils and SequenceDataset (with the exported filter keys) read what robot_stack wrote."""
+    pytest.importorskip("robomimic", reason="robomimic is not installed (not part of the interop extra)")
+    file_utils = pytest.importorskip("robomimic.utils.file_utils", reason="robomimic's file utils do not import")
+    obs_utils = pytest.importorskip("robomimic.utils.obs_utils")
+    sequence = pytest.importorskip("robomimic.utils.dataset").SequenceDataset
+    path = robomimic.export_dataset(reach, tmp_path / "reach.hdf5", progress=False, valid_fraction=0.34, seed=1)
+    low_dim = ["eef_pose", "joint_position", "joint_velocity", "object_pose"]
+    obs_utils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": low_dim, "rgb": ["top_image"]}})
+
+    env = file_utils.get_env_metadata_from_dataset(str(path))
+    assert env["env_name"] == "RobotStack/Reach2D-v0" and env["env_kwargs"]["control_freq"] == reach.record_hz
+    shapes = file_utils.get_shape_metadata_from_dataset(str(path), all_obs_keys=[*low_dim, "top_image"])
+    assert shapes["ac_dim"] == 2 and shapes["use_images"]
+    assert shapes["all_shapes"]["eef_pose"] == [7] and shapes["all_shapes"]["top_image"] == [3, 32, 32]
+
+    for split in ("train", "valid"):
+        data = sequence(str(path), obs_keys=["eef_pose", "top_image"], dataset_keys=["actions", "rewards", "dones"],
+                        seq_length=1, hdf5_cache_mode=None, filter_by_attribute=split)
+        for item in range(len(data)):
+            sample = data[item]
+            frame = reach.episode_slice(int(data._index_to_demo_id[item][5:])).start + \
+                item - data._demo_id_to_start_indices[data._index_to_demo_id[item]]
+            assert np.array_equal(sample["actions"][0], reach.frames("action", frame, frame + 1)[0])
+            assert np.array_equal(sample["obs"]["top_image"][0], reach.frames("image.top", frame, frame + 1)[0])
+            assert np.isclose(sample["rewards"][0], reach.frames("sim_reward", frame, frame + 1)[0])
+        data.close_and_delete_hdf5_handle()
+    train_demos = sequence(str(path), obs_keys=["eef_pose"], dataset_keys=["actions"], filter_by_attribute="train",
+                           hdf5_cache_mode=None).n_demos
+    assert train_demos == 2
