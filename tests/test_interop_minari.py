@@ -8,6 +8,7 @@ tests step the env themselves and hand Minari the same episode buffers the colle
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import ClassVar
 
@@ -220,13 +221,19 @@ def test_a_box_observation_env_without_render_fps_option_and_task(store, tmp_pat
     assert ds.robot["name"] == "Pendulum-v1" and ds.robot["command_spec"]["high"] == [2.0]
 
 
-def test_a_trainer_runs_on_the_import(capsys, goal, tmp_path):
+@pytest.mark.parametrize("algo", ["td3bc", "iql"])
+def test_a_trainer_runs_on_the_import_with_minaris_rewards(capsys, goal, tmp_path, algo):
     assert run(capsys, "import", "minari", "robot_stack_test/goal-v0", tmp_path / "goal.zarr", "-q")[0] == 0
-    code = cli(["train", "--algo", "td3bc", "--dataset", str(tmp_path / "goal.zarr"), "--steps", "20",
+    code = cli(["train", "--algo", algo, "--dataset", str(tmp_path / "goal.zarr"), "--reward", "sim", "--steps", "20",
                 "--batch-size", "16", "--eval-every", "-1", "--device", "cpu", "--out", str(tmp_path / "run"),
                 "--no-progress", "--set", "hidden_dims=[16]"])
     assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "run").is_dir()
+    run_record = json.loads((tmp_path / "run" / "run.json").read_text())
+    rewards = np.concatenate([goal[i].rewards for i in range(goal.total_episodes)])
+    trained_on = run_record["reward"]["transition_reward"]
+    assert trained_on["mean"] == pytest.approx(rewards.mean(), rel=1e-5)  # every step's reward, Minari's own
+    assert (trained_on["min"], trained_on["max"]) == pytest.approx((rewards.min(), rewards.max()), rel=1e-5)
+    assert run_record["observation_spec"]["action_low"] == [-0.5, -0.5]
 
 
 def test_an_interrupted_import_resumes_after_its_last_committed_episode(goal, tmp_path, monkeypatch):
