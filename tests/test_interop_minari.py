@@ -281,3 +281,35 @@ def test_bad_input_is_one_line(capsys, goal, store, tmp_path):
     code, _, err = run(capsys, "import", "minari", "robot_stack_test/goal-v0", tmp_path / "c.zarr", "-q")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Minari cannot read" in err, err
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def test_jpeg_encoded_images_come_as_minaris_loader_decodes_them(store, tmp_path):
+    """Minari stores image observations as JPEG by default: the import holds what its loader decodes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffers = record(gymnasium.make(GOAL_ENV), 2)
+        dataset = minari.create_dataset_from_buffers("robot_stack_test/goal_jpeg-v0", buffers,
+                                                     env=gymnasium.make(GOAL_ENV), algorithm_name="go-to-origin")
+    from robot_stack.interop.minari import import_dataset
+
+    ds = import_dataset("robot_stack_test/goal_jpeg-v0", tmp_path / "jpeg.zarr", progress=False)
+    for index in range(2):
+        decoded = dataset[index].observations["camera"]
+        imported = np.asarray(ds.episode(index)["image.camera"])
+        np.testing.assert_array_equal(imported, decoded)
+        recorded = np.asarray(buffers[index].observations["camera"])
+        assert not np.array_equal(imported, recorded)  # JPEG is lossy: the import is Minari's decoding, not the env's
+
+
+def test_discrete_actions_come_as_integers(store, tmp_path):
+    dataset = create("robot_stack_test/cartpole-v0", gymnasium.make("CartPole-v1", max_episode_steps=30), 3)
+    from robot_stack.interop.minari import import_dataset
+
+    ds = import_dataset("robot_stack_test/cartpole-v0", tmp_path / "cartpole.zarr", progress=False)
+    assert ds.features["action"].dtype == "int64" and ds.features["action"].shape == ()
+    assert "command_spec" not in ds.robot and ds.record_hz == 50  # CartPole's render_fps
+    for index in range(3):
+        steps = len(dataset[index].rewards)
+        np.testing.assert_array_equal(ds.episode(index)["action"][:steps], dataset[index].actions)
+        assert ds.episode(index)["terminated"][-1] == dataset[index].terminations[-1]
+    assert ds.success.tolist() == [-1] * 3
