@@ -169,7 +169,7 @@ def test_import_without_rate_or_sparse_reward_says_so(tmp_path):
     assert ds.record_hz == robomimic.DEFAULT_HZ and "the default" in ds.provenance["import"]["timestamps"]
     assert ds.success.tolist() == [-1, -1, -1] and ds.provenance["import"]["splits"] == {}
     ds = robomimic.import_dataset(src, tmp_path / "b.zarr", progress=False, record_hz=5.0, keep_states=True)
-    assert np.allclose(np.diff(ds.frames("timestamp")), 0.2) and "--record-hz" in ds.provenance["import"]["timestamps"]
+    assert np.allclose(np.diff(ds.frames("timestamp")), 0.2) and "record_hz given" in ds.provenance["import"]["timestamps"]
     part = ds.episode_slice(2)
     assert np.array_equal(ds.frames("sim_state", part.start, part.stop), demo_arrays(2)["states"])
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from robot_stack.data import TIMESTAMP, Dataset, FeatureSpec
+from robot_stack.data import Dataset, FeatureSpec
 from robot_stack.errors import DatasetError
 from robot_stack.interop import require
 from robot_stack.interop.common import IMPORT_KEY, Source, SourceEpisode, fresh_output, write_import
@@ -77,7 +77,7 @@ def _open_source(path: Path, h5py: Any, record_hz: float | None, task: str | Non
     except DatasetError:
         file.close()
         raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
         file.close()
         raise DatasetError(f"{path}: unreadable robomimic layout ({error}): the file may be damaged") from None
     return source
@@ -100,18 +100,7 @@ def _describe(path: Path, file: Any, record_hz: float | None, task: str | None, 
     layout = _record_layout(path, record) if record else _robomimic_layout(path, data, demos, keep_states)
     for demo in demos:
         _check_demo(path, data[demo], layout)
-    env_kwargs = env_args.get("env_kwargs") or {}
-    control_freq = env_kwargs.get("control_freq")
-    if record_hz is not None:
-        hz, said = float(record_hz), f"{float(record_hz):g} Hz (--record-hz)"
-    elif control_freq is not None:
-        hz, said = float(control_freq), f"{float(control_freq):g} Hz (env_args env_kwargs.control_freq)"
-    else:
-        hz, said = DEFAULT_HZ, f"{DEFAULT_HZ:g} Hz (the default: the file states no rate)"
-    if record and TIMESTAMP in layout:
-        timestamps = "kept from the robot_stack export (data/demo_<i>/robot_stack/timestamp)"
-    else:
-        timestamps = f"from the control rate: {said}, one frame per step, continuing across demos"
+    hz, timestamps = _rate(env_args, record, record_hz)
     success_rule = _success_rule(env_args, record)
     texts = [_demo_task(data[demo], task) for demo in demos]
     splits = _splits(path, file, demos)
@@ -137,13 +126,27 @@ def _describe(path: Path, file: Any, record_hz: float | None, task: str | None, 
         return SourceEpisode(frames, texts[index], success, notes.decode() if isinstance(notes, bytes) else str(notes))
 
     if record:
-        robot, hz, tasks, version = record["robot"], float(record["record_hz"]) if record_hz is None else hz, \
-            list(record.get("tasks", [])), f"robot_stack export {record.get('version')}"
+        robot, tasks, version = record["robot"], list(record["tasks"]), f"robot_stack export {record['version']}"
     else:
-        robot, tasks, version = _robot(env_args), [], str(env_args.get("env_version", "unstated"))
+        robot, tasks, version = _robot(env_args), [], f"env_version {env_args.get('env_version', 'unstated')}"
     tasks += [text for text in dict.fromkeys(texts) if text is not None and text not in tasks]
     return Source(FORMAT, path, version, robot, hz, [spec for spec, _ in layout.values()], tasks, len(demos),
                   episode, provenance, file.close)
+
+
+def _rate(env_args: dict[str, Any], record: dict[str, Any] | None, record_hz: float | None) -> tuple[float, str]:
+    """Frames a second and how the timestamps come about (the provenance's "timestamps"). A robot_stack export
+    keeps its own rate and timestamps; otherwise record_hz when given, else env_args' control_freq, else 20 Hz."""
+    if record:
+        return float(record["record_hz"]), "kept from the robot_stack export (data/demo_<i>/robot_stack/timestamp)"
+    control_freq = (env_args.get("env_kwargs") or {}).get("control_freq")
+    if record_hz is not None:
+        hz, said = float(record_hz), "record_hz given to the import"
+    elif control_freq is not None:
+        hz, said = float(control_freq), "env_args env_kwargs.control_freq"
+    else:
+        hz, said = DEFAULT_HZ, "the default: the file states no rate"
+    return hz, f"from the control rate: {hz:g} Hz ({said}), one frame per step, continuing across demos"
 
 
 def _json_attr(path: Path, group: Any, name: str) -> dict[str, Any]:
