@@ -187,12 +187,18 @@ def test_import_then_export_keeps_filter_keys_env_args_and_states(robomimic_file
                 assert np.array_equal(again[f"data/demo_{index}/{key}"][()], original[f"data/demo_{index}/{key}"][()])
 
 
-def test_export_valid_fraction_writes_train_valid_masks(reach, tmp_path):
-    path = robomimic.export_dataset(reach, tmp_path / "split.hdf5", progress=False, valid_fraction=0.34, seed=1)
+def test_export_valid_fraction_writes_train_valid_masks(reach, tmp_path, capsys):
+    path = tmp_path / "split.hdf5"
+    code, out, err = run(capsys, "data", "export", "robomimic", reach.path, path, "--valid-fraction", 0.34, "-q")
+    assert code == 0, err
     with h5py.File(path, "r") as file:
         train = {name.decode() for name in file["mask/train"][()]}
         valid = {name.decode() for name in file["mask/valid"][()]}
     assert len(valid) == 1 and train | valid == {"demo_0", "demo_1", "demo_2"} and not train & valid
+    code, _, err = run(capsys, "data", "export", "diffusion-policy", reach.path, tmp_path / "dp.zarr",
+                       "--valid-fraction", 0.5, "-q")
+    assert code == 2 and "--valid-fraction" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "dp.zarr").exists()
 
 
 def test_trainer_runs_on_imported_dataset(robomimic_file, tmp_path, capsys):

@@ -131,6 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("format", metavar="FORMAT", help="lerobot, robomimic or diffusion-policy")
     _path(p)
     p.add_argument("out", metavar="OUT", help="where to write it (must not exist)")
+    p.add_argument("--valid-fraction", type=float, metavar="F",
+                   help="robomimic only: filter keys mask/train and mask/valid with F of the episodes (at random, "
+                        "seed 0) in valid, instead of the splits of a robomimic import")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=export_format)
 
@@ -337,8 +340,13 @@ def export_format(args: argparse.Namespace) -> int:
     from robot_stack.data import Dataset
 
     module = format_module(args.format, "export")
+    options = {} if args.valid_fraction is None else {"valid_fraction": args.valid_fraction}
+    if options and args.format != "robomimic":
+        from robot_stack.errors import DatasetError
+
+        raise DatasetError(f"--valid-fraction applies to robomimic exports (their mask/ filter keys), not {args.format}")
     ds = Dataset.open(args.path)
-    out = module.export_dataset(ds, args.out, progress=not args.quiet)
+    out = module.export_dataset(ds, args.out, progress=not args.quiet, **options)
     print(f"wrote {out}: {ds.n_episodes} episode{'s' if ds.n_episodes != 1 else ''}, {ds.n_frames} frames "
           f"({args.format})")
     return 0
