@@ -572,3 +572,26 @@ def test_the_example_in_docs_dataset_md_runs(tmp_path, monkeypatch):
 
 if __name__ == "__main__":
     record_until_killed(sys.argv[1], int(sys.argv[2]))
+
+
+def test_a_terminated_flag_at_an_episodes_last_frame_makes_it_terminal_without_success(tmp_path):
+    """Gymnasium/Minari terminations (a fall) end the episode as success does: no bootstrap past them; a flag raised
+    before the last frame, or none, leaves a failed episode a timeout."""
+    features = [FeatureSpec("x", "float32", (2,), "state"), FeatureSpec("action", "float32", (1,), "action"),
+                FeatureSpec("terminated", "bool", (), "flag")]
+    writer = DatasetWriter.create(tmp_path / "t.zarr", robot=ROBOT, record_hz=10, features=features)
+    for length, raised_at, success in ((4, 3, False), (3, None, False), (5, 2, False), (3, None, True)):
+        flag = np.zeros(length, bool)
+        if raised_at is not None:
+            flag[raised_at] = True
+        writer.append_frames({"x": np.zeros((length, 2), np.float32), "action": np.zeros((length, 1), np.float32),
+                              "terminated": flag, "timestamp": np.arange(length) / 10.0})
+        writer.commit_episode(None, success)
+    writer.close()
+    ds = Dataset.open(tmp_path / "t.zarr")
+    index = transition_index(ds, "none")
+    last = [index.episode == e for e in range(4)]
+    assert [bool(index.terminal[m][-1]) for m in last] == [True, False, False, True]
+    assert [bool(index.timeout[m][-1]) for m in last] == [False, True, True, False]
+    ends_episode = index.next_frame == ds.episode_ends[index.episode] - 1
+    assert not (index.terminal & ~ends_episode).any()

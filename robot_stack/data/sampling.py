@@ -9,8 +9,9 @@ The rules (docs/dataset.md, "Samplers"):
 - An episode of T frames gives T - 1 transitions t -> t + 1 (no transition crosses an episode end);
   transition t earns r_{t+1}, the reward of the state its action led to.
 - The last transition of an episode is `terminal` if the episode succeeded (success == 1: the task is
-  done, nothing follows) and a `timeout` otherwise (failed, stopped or unknown: the world went on, so
-  learners bootstrap from next_obs).
+  done, nothing follows) or its last frame raises a `terminated` flag feature (an MDP termination as
+  gymnasium and Minari record it: a fall ends the episode too), and a `timeout` otherwise (failed, stopped
+  or unknown: the world went on, so learners bootstrap from next_obs).
 - n-step: k = min(n, frames left after t); reward = sum_{i<k} gamma^i r_{t+1+i}; next_obs = obs_{t+k};
   discount = gamma^k; terminal / timeout say whether t + k is the episode's last frame (as above). The
   target is reward + discount * (1 - terminal) * V(next_obs).
@@ -89,6 +90,18 @@ def return_to_go(ds: Dataset, r_frame: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
+TERMINATED = "terminated"
+"""A flag feature that, raised at an episode's last frame, makes that frame terminal (see the module docstring)."""
+
+
+def terminated_episodes(ds: Dataset) -> np.ndarray:
+    """bool [n_episodes]: the episodes whose last frame raises the `terminated` flag (False without the feature)."""
+    spec = ds.features.get(TERMINATED)
+    if spec is None or spec.kind != "flag" or ds.n_episodes == 0:
+        return np.zeros(ds.n_episodes, bool)
+    return np.asarray(ds.frames(TERMINATED), bool).reshape(ds.n_frames, -1).any(axis=1)[ds.episode_ends - 1]
+
+
 def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamma: float = 0.99,
                      reward_offset: float = 0.0) -> TransitionIndex:
     """Every transition of the committed episodes under the module's rules; `reward_offset` is added to every
@@ -107,7 +120,8 @@ def transition_index(ds: Dataset, reward: str = "success", n_step: int = 1, gamm
         total[live] += gamma**i * r_frame[frame[live] + 1 + i]
     next_frame = frame + k
     ends_here = next_frame == last
-    succeeded = ds.success[episode] == 1
+    succeeded = (ds.success == 1) | terminated_episodes(ds)
+    succeeded = succeeded[episode]
     return TransitionIndex(
         frame=frame, next_frame=next_frame, reward=total.astype(np.float32),
         discount=(gamma ** k.astype(np.float64)).astype(np.float32),
