@@ -5,6 +5,7 @@ and bad input is one line through the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from robot_stack.cli.main import main
 from robot_stack.data import Dataset, DatasetWriter
@@ -129,7 +131,8 @@ def test_export_has_the_v3_layout_lerobot_reads(reach, exported):
 def write_lerobot_v3(root: Path, episodes: list[int], fps: int = 10, split_data_after: int = 2) -> None:
     """A LeRobot v3 folder written from the documented layout: 2 data files, one video file holding every episode
     (frame k shows the value 5 * k), state = [k, -k, 0.5 k], action = [k, 2 k], next.reward = k / 100, next.success
-    on the last frame of even episodes, next.done on every last frame, tasks "push" / "pull" alternating."""
+    on the last frame of even episodes, next.done on every last frame, tasks "push" / "pull" alternating) and a
+    camera stored as PNG in the parquet ("image" dtype) whose frame k shows the value k."""
     tasks = ["push", "pull"]
     total = sum(episodes)
     index = np.arange(total)
@@ -146,11 +149,17 @@ def write_lerobot_v3(root: Path, episodes: list[int], fps: int = 10, split_data_
         "timestamp": (frame_index / fps).astype(np.float32),
         "frame_index": frame_index, "episode_index": episode_of, "index": index, "task_index": episode_of % 2,
     }
+    pngs = []
+    for k in range(total):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(buffer, format="PNG")
+        pngs.append({"bytes": buffer.getvalue(), "path": f"frame-{k:06d}.png"})
     files = (episode_of >= split_data_after).astype(int)
     for file in (0, 1):
         rows = files == file
         table = pa.table({key: (pa.FixedSizeListArray.from_arrays(pa.array(values[rows].reshape(-1)), values.shape[1])
                                 if values.ndim == 2 else pa.array(values[rows])) for key, values in columns.items()})
+        table = table.append_column("observation.images.wrist", pa.array([pngs[k] for k in index[rows]]))
         (root / "data/chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / f"data/chunk-000/file-{file:03d}.parquet")
     video = root / "videos/observation.images.cam/chunk-000/file-000.mp4"
@@ -184,6 +193,7 @@ def write_lerobot_v3(root: Path, episodes: list[int], fps: int = 10, split_data_
             "features": {
                 "observation.state": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]},
                 "observation.images.cam": {"dtype": "video", "shape": [12, 16, 3], "names": ["height", "width", "channels"]},
+                "observation.images.wrist": {"dtype": "image", "shape": [3, 8, 8], "names": ["channels", "height", "width"]},
                 "action": {"dtype": "float32", "shape": [2], "names": ["a0", "a1"]},
                 "next.reward": {"dtype": "float32", **scalar}, "next.success": {"dtype": "bool", **scalar},
                 "next.done": {"dtype": "bool", **scalar}, "timestamp": {"dtype": "float32", **scalar},
@@ -200,18 +210,19 @@ def handmade(tmp_path) -> Path:
 
 def test_import_of_a_lerobot_dataset_maps_its_keys_and_a_trainer_runs_on_it(capsys, handmade, tmp_path):
     out = tmp_path / "push.zarr"
-    code, stdout, err = run(capsys, "import", "lerobot", handmade, out, "-q")
+    code, _, err = run(capsys, "import", "lerobot", handmade, out, "-q")
     assert code == 0, err
     ds = Dataset.open(out)
     assert ds.n_episodes == 4 and ds.n_frames == 18 and ds.record_hz == 10 and ds.robot == {"name": "so100"}
     assert {name: spec.kind for name, spec in ds.features.items()} == {
-        "state": "state", "image.cam": "image", "action": "action", "reward": "reward", "success": "flag",
+        "state": "state", "image.cam": "image", "image.wrist": "image", "action": "action", "reward": "reward", "success": "flag",
         "done": "flag", "timestamp": "time"}
     index = np.arange(18)
     np.testing.assert_array_equal(ds.frames("state"), np.stack([index, -index, 0.5 * index], 1).astype(np.float32))
     np.testing.assert_array_equal(ds.frames("action")[:, 1], 2 * index)
     np.testing.assert_array_equal(ds.frames("reward"), (index / 100).astype(np.float32))
     assert np.abs(ds.frames("image.cam")[:, 0, 0, 0].astype(int) - 5 * index).max() <= lerobot.IMAGE_TOLERANCE
+    np.testing.assert_array_equal(ds.frames("image.wrist"), np.broadcast_to(index[:, None, None, None], (18, 8, 8, 3)))
     assert [ds.episode_slice(i).stop for i in range(4)] == [6, 10, 15, 18]
     assert list(ds.frames("done").nonzero()[0]) == [5, 9, 14, 17]
     assert list(ds.success) == [1, 0, 1, 0] and ds.tasks == ["push", "pull"]

@@ -123,6 +123,8 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
     """
     pa = require("pyarrow", "the LeRobot export")
     pq = require("pyarrow.parquet", "the LeRobot export")
+    if dataset.n_episodes < 1:
+        raise DatasetError(f"{dataset.path} has no committed episodes: nothing to export")
     columns = export_columns(dataset)
     fps = _fps_value(dataset.record_hz)
     tasks = list(dataset.tasks)
@@ -213,6 +215,9 @@ def export_columns(dataset: Dataset) -> list[Column]:
         columns.append(Column(STATE_KEY, tuple(by_kind["state"])))
     for spec in specs:
         if spec.is_image:
+            if spec.shape[2] != 3:
+                raise DatasetError(f"camera {spec.name!r} has {spec.shape[2]} channels: the LeRobot export writes RGB "
+                                   "videos only (3 channels)")
             camera = spec.name.removeprefix("image.")
             columns.append(Column(IMAGE_PREFIX + camera, (spec,)))
     if by_kind["action"]:
@@ -232,11 +237,11 @@ def export_columns(dataset: Dataset) -> list[Column]:
     return columns
 
 
-def _fps_value(record_hz: float) -> int | float:
+def _fps_value(record_hz: float) -> float:
     return int(record_hz) if float(record_hz).is_integer() else float(record_hz)
 
 
-def _info_features(columns: list[Column], robot: dict[str, Any], fps: int | float, crf: int) -> dict[str, Any]:
+def _info_features(columns: list[Column], robot: dict[str, Any], fps: float, crf: int) -> dict[str, Any]:
     features: dict[str, Any] = {}
     for column in columns:
         if column.is_video:
@@ -329,7 +334,7 @@ class _VideoFiles:
     """videos/<key>/chunk-*/file-*.mp4 of one camera: episodes back to back (frame k of a file at k / fps s), a new
     file past VIDEO_FILE_MB."""
 
-    def __init__(self, root: Path, key: str, fps: int | float, crf: int) -> None:
+    def __init__(self, root: Path, key: str, fps: float, crf: int) -> None:
         self.root, self.key, self.rate, self.crf = root, key, Fraction(fps).limit_denominator(1_000_000), crf
         self.chunk, self.file, self.frames, self.bytes = 0, 0, 0, 0
         self.container: Any = None
@@ -495,10 +500,10 @@ class LeRobotReader:
         frames: dict[str, np.ndarray] = {}
         relative = _column_values(table, "timestamp").astype(np.float64).reshape(-1)
         for column in self.columns:
-            if column.is_video:
-                values = self._decode_video(column.key, row, relative)
-            elif self.features[column.key]["dtype"] == "image":
+            if self.features[column.key]["dtype"] == "image":  # PNG in the parquet (recorded with use_videos=False)
                 values = _png_frames(table.column(column.key).to_pylist(), self.root, column.key)
+            elif column.is_video:
+                values = self._decode_video(column.key, row, relative)
             else:
                 values = _column_values(table, column.key)
             frames.update(column.unpack(values))
@@ -572,7 +577,8 @@ class LeRobotReader:
         if not path.exists():
             return {}
         table = self._read(path)
-        texts = [name for name in table.column_names if name != "task_index" and self.pa.types.is_string(table.schema.field(name).type)]
+        texts = [field.name for field in table.schema if field.name != "task_index"
+                 and (self.pa.types.is_string(field.type) or self.pa.types.is_large_string(field.type))]
         if "task_index" not in table.column_names or not texts:
             raise DatasetError(f"{path} has no task_index and task text columns: the LeRobot dataset is damaged")
         return dict(zip(table.column("task_index").to_pylist(), table.column(texts[0]).to_pylist(), strict=True))
@@ -652,8 +658,10 @@ def _lerobot_columns(features: dict[str, Any]) -> tuple[list[Column], list[str]]
             columns.append(Column(key, (FeatureSpec(f"image.{camera}", "uint8", (height, width, 3), "image"),)))
             continue
         try:
-            np.dtype(dtype)
+            numeric = np.dtype(dtype).kind in "biuf"
         except TypeError:
+            numeric = False
+        if not numeric:  # strings and LeRobot's own types: nothing a robot_stack feature holds
             skipped.append(key)
             continue
         scalar = shape in ((), (1,))
