@@ -332,6 +332,18 @@ def test_lerobots_own_loader_reads_the_export(lerobot_dataset, reach, exported):
         assert np.abs(image - images[index].astype(int)).max() <= lerobot.IMAGE_TOLERANCE
     assert dataset.meta.stats["observation.state"]["mean"].shape == (state.shape[1],)
 
+    # what ACT / diffusion policies ask for: an action chunk and the previous image, padded at episode edges
+    chunked = lerobot_dataset("robot_stack/reach", root=exported, delta_timestamps={
+        "action": [0.0, 0.05, 0.1], "observation.images.top": [-0.05, 0.0]})
+    last = reach.episode_slice(0).stop - 1
+    item = chunked[last]
+    np.testing.assert_array_equal(item["action"][0].numpy(), reach.frames("action", last, last + 1)[0])
+    assert item["action_is_pad"].tolist() == [False, True, True]
+    item = chunked[last + 1]
+    assert item["observation.images.top_is_pad"].tolist() == [True, False]
+    image = (item["observation.images.top"][1].permute(1, 2, 0).numpy() * 255).round().astype(int)
+    assert np.abs(image - images[last + 1].astype(int)).max() <= lerobot.IMAGE_TOLERANCE
+
 
 def test_lerobots_own_recorder_writes_a_dataset_the_import_reads(lerobot_dataset, tmp_path):
     features = {
