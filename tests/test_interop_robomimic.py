@@ -174,17 +174,24 @@ def test_import_without_rate_or_sparse_reward_says_so(tmp_path):
     assert np.array_equal(ds.frames("sim_state", part.start, part.stop), demo_arrays(2)["states"])
 
 
-def test_import_then_export_keeps_filter_keys_env_args_and_states(robomimic_file, tmp_path):
-    ds = robomimic.import_dataset(robomimic_file, tmp_path / "lift.zarr", progress=False, keep_states=True)
+def test_import_then_export_keeps_demo_names_filter_keys_env_args_and_states(tmp_path):
+    """A file whose demos skip numbers (demo_1 and demo_3 removed, as after robomimic's filtering) goes back with
+    the same demo names, filter keys, env_args and arrays."""
+    def drop(file):
+        del file["data/demo_1"], file["data/demo_3"]
+
+    src = write_robomimic(tmp_path / "gaps.hdf5", 6, masks={"train": [0, 4, 5], "valid": [2]}, edit=drop)
+    ds = robomimic.import_dataset(src, tmp_path / "gaps.zarr", progress=False, keep_states=True)
+    assert ds.provenance["import"]["splits"] == {"train": [0, 2, 3], "valid": [1]}
     path = robomimic.export_dataset(ds, tmp_path / "again.hdf5", progress=False)
-    with h5py.File(robomimic_file, "r") as original, h5py.File(path, "r") as again:
-        assert sorted(again["mask"]) == ["train", "valid"]
+    with h5py.File(src, "r") as original, h5py.File(path, "r") as again:
+        assert sorted(again["data"]) == sorted(original["data"]) == ["demo_0", "demo_2", "demo_4", "demo_5"]
         for key in ("train", "valid"):
             assert again[f"mask/{key}"][()].tolist() == original[f"mask/{key}"][()].tolist()
         assert json.loads(again["data"].attrs["env_args"]) == json.loads(original["data"].attrs["env_args"])
-        for index in (0, 10):
+        for demo in original["data"]:
             for key in ("actions", "states", "rewards", "obs/object", "obs/agentview_image"):
-                assert np.array_equal(again[f"data/demo_{index}/{key}"][()], original[f"data/demo_{index}/{key}"][()])
+                assert np.array_equal(again[f"data/{demo}/{key}"][()], original[f"data/{demo}/{key}"][()])
 
 
 def test_export_valid_fraction_writes_train_valid_masks(reach, tmp_path, capsys):

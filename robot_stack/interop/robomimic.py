@@ -308,18 +308,28 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
     keys, reward = _export_keys(dataset)
     masks = _export_masks(dataset, valid_fraction, seed)
     obs_keys = [key for key in keys.values() if key.startswith("obs/")]
+    names = _demo_names(dataset)
     with fresh_output(out) as path, h5py.File(path, "w") as file:
         data = file.create_group("data")
         total = 0
         for index in tqdm(range(dataset.n_episodes), desc=f"export robomimic -> {path.name}", unit="episode",
                           disable=not progress):
-            total += _write_demo(data.create_group(f"demo_{index}"), dataset, index, keys, reward, obs_keys)
+            total += _write_demo(data.create_group(names[index]), dataset, index, keys, reward, obs_keys)
         data.attrs["total"] = total
         data.attrs["env_args"] = json.dumps(_env_args(dataset))
         data.attrs[RECORD_ATTR] = json.dumps(_export_record(dataset, keys))
         for key, episodes in masks.items():
-            file.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}" for i in episodes], dtype="S"))
+            file.create_dataset(f"mask/{key}", data=np.array([names[i] for i in episodes], dtype="S"))
     return path
+
+
+def _demo_names(dataset: Dataset) -> list[str]:
+    """demo_<i> for episode i; a robomimic import keeps its demos' own names (so its filter keys read the same)."""
+    imported = dataset.provenance.get(IMPORT_KEY) or {}
+    demos = imported.get("demos") or []
+    if imported.get("format") == FORMAT and len(demos) == dataset.n_episodes:
+        return [str(name) for name in demos]
+    return [f"demo_{index}" for index in range(dataset.n_episodes)]
 
 
 def _export_keys(dataset: Dataset) -> tuple[dict[str, str], str | None]:
