@@ -196,7 +196,7 @@ def test_import_then_export_keeps_demo_names_filter_keys_env_args_and_states(tmp
 
 def test_export_valid_fraction_writes_train_valid_masks(reach, tmp_path, capsys):
     path = tmp_path / "split.hdf5"
-    code, out, err = run(capsys, "data", "export", "robomimic", reach.path, path, "--valid-fraction", 0.34, "-q")
+    code, _, err = run(capsys, "data", "export", "robomimic", reach.path, path, "--valid-fraction", 0.34, "-q")
     assert code == 0, err
     with h5py.File(path, "r") as file:
         train = {name.decode() for name in file["mask/train"][()]}
@@ -258,6 +258,7 @@ def _unequal_lengths(file) -> None:
     ("not_hdf5", ["not an HDF5 file"]),
     ("no_data", ["no data/ group"]),
     ("truncated", ["truncated"]),
+    ("not_demo", ["data/episode_0", "demo_<i>"]),
     ("unequal", ["demo_3", "disagree in length"]),
     ("bad_mask", ["mask/train", "demo_99"]),
     ("out_exists", ["exists", "new path"]),
@@ -272,6 +273,9 @@ def test_bad_input_is_one_line(case, words, tmp_path, capsys):
     elif case == "truncated":
         whole = write_robomimic(tmp_path / "whole.hdf5", 3).read_bytes()
         src.write_bytes(whole[: len(whole) // 2])
+    elif case == "not_demo":
+        with h5py.File(src, "w") as file:
+            file.create_dataset("data/episode_0/actions", data=np.zeros((3, 2)))
     elif case == "unequal":
         write_robomimic(src, 4, edit=_unequal_lengths)
     elif case == "bad_mask":
