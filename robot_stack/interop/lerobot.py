@@ -393,6 +393,7 @@ class _Stats:
     QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
     IMAGE_SAMPLES = 16  # frames per episode that image quantiles are taken from
     IMAGE_SIDE = 64  # pixels along each side of a sampled frame, at most
+    FRAMES_AT_ONCE = 8
 
     def __init__(self) -> None:
         self.values: dict[str, list[np.ndarray]] = {}
@@ -403,10 +404,11 @@ class _Stats:
         self.values.setdefault(key, []).append(np.asarray(values, dtype=np.float64).reshape(len(values), -1))
 
     def add_images(self, key: str, images: np.ndarray) -> None:
-        pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-        moments = np.stack([pixels.min(0), pixels.max(0), pixels.sum(0), (pixels ** 2).sum(0),
-                            np.full(pixels.shape[1], len(pixels))])
-        self.image_moments.setdefault(key, []).append(moments)
+        """One episode's [T, H, W, C] uint8 frames: per-channel moments, a few frames at a time (bounded memory)."""
+        for start in range(0, len(images), self.FRAMES_AT_ONCE):
+            pixels = images[start:start + self.FRAMES_AT_ONCE].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+            self.image_moments.setdefault(key, []).append(np.stack([
+                pixels.min(0), pixels.max(0), pixels.sum(0), (pixels ** 2).sum(0), np.full(pixels.shape[1], len(pixels))]))
         step = max(1, max(images.shape[1:3]) // self.IMAGE_SIDE)
         picks = np.linspace(0, len(images) - 1, min(len(images), self.IMAGE_SAMPLES)).astype(int)
         self.images.setdefault(key, []).append(images[picks, ::step, ::step].reshape(-1, images.shape[-1]) / 255.0)
@@ -466,8 +468,11 @@ class LeRobotReader:
             order = list(self.section["features"])
             specs = [FeatureSpec.from_json(name, self.section["features"][name]) for name in order
                      if name != TIMESTAMP or self._has_time]
-        names = {spec.name: self.features[column.key].get("names") for column in self.columns for spec in column.features
-                 if not column.is_video and len(column.features) == 1 and isinstance(self.features[column.key].get("names"), list)}
+        names = {}  # LeRobot's per-value names of a column that became one robot_stack feature
+        for column in self.columns:
+            listed = self.features[column.key].get("names")
+            if not column.is_video and len(column.features) == 1 and isinstance(listed, list):
+                names[column.features[0].name] = listed
         provenance: dict[str, Any] = {
             "codebase_version": self.info.get("codebase_version"), "robot_type": self.info.get("robot_type"),
             "fps": self.info.get("fps"),
