@@ -3,7 +3,10 @@ next_obs} (attr num_samples), data attrs total and env_args (JSON), and mask/<fi
 
 Import (docs/interop.md has the full mapping): obs keys of uint8 [T, H, W, 3] -> image.<camera> (agentview_image ->
 image.agentview), other obs keys -> state features of the same name and dtype, actions -> action, rewards -> reward,
-dones -> done (flag); demos in index order (demo_0, demo_1, ..., demo_10); filter keys -> provenance splits.
+dones -> done (flag); demos in index order (demo_0, demo_1, ..., demo_10); filter keys -> provenance splits. Rows
+stay rows: frame t holds rewards[t] and dones[t], which robomimic gives for the step taken from frame t (its reward
+r(s') rewards the state after it), so robot_stack's samplers (transition t earns frame t + 1's reward) credit each
+reward one step later than robomimic does (docs/interop.md).
 robomimic stores no time: timestamps are spaced at the control rate (env_args env_kwargs.control_freq, else 20 Hz,
 or record_hz when given). `states` (the MuJoCo sim state) is left out unless keep_states: it is privileged (no robot
 publishes it) and the trainers take every state feature as policy input. next_obs is obs shifted by one frame and
@@ -39,9 +42,12 @@ EXTRA_GROUP = "robot_stack"
 RECORD_VERSION = 1
 DEFAULT_HZ = 20.0
 """robosuite's default control rate, used when the file states none."""
-ENV_TYPES = {1: "robosuite", 2: "gym", 3: "ig_momart"}
+ROBOSUITE_TYPE, GYM_TYPE = 1, 2
+ENV_TYPES = {ROBOSUITE_TYPE: "robosuite", GYM_TYPE: "gym", 3: "ig_momart"}
 """robomimic's EnvType values (robomimic/envs/env_base.py)."""
-GYM_TYPE = 2
+SUCCESS_KEPT = "kept from the robot_stack export (per-demo attribute success)"
+SUCCESS_SPARSE = "from the last reward: robosuite with reward_shaping false rewards only success states (> 0)"
+SUCCESS_UNKNOWN = "unknown: robomimic stores no success and the rewards are not stated to be a sparse success signal"
 IMAGE_SUFFIX = "_image"
 SIM_STATE = "sim_state"
 """The feature robomimic's `states` becomes with keep_states, and the one an export writes back as `states`."""
@@ -233,17 +239,12 @@ def _has(data: Any, demos: list[str], key: str) -> bool:
     return bool(demos) and key in data[demos[0]]
 
 
-SUCCESS_KEPT = "kept from the robot_stack export (per-demo attribute success)"
-SUCCESS_SPARSE = "from the last reward: robosuite with reward_shaping false rewards only success states (> 0)"
-SUCCESS_UNKNOWN = "unknown: robomimic stores no success and the rewards are not stated to be a sparse success signal"
-
-
 def _success_rule(env_args: dict[str, Any], record: dict[str, Any] | None) -> str:
     """How success is read: kept by a robot_stack export, from a sparse success reward, or unknown."""
     if record:
         return SUCCESS_KEPT
     kwargs = env_args.get("env_kwargs") or {}
-    if env_args.get("type") == 1 and kwargs.get("reward_shaping") is False:
+    if env_args.get("type") == ROBOSUITE_TYPE and kwargs.get("reward_shaping") is False:
         return SUCCESS_SPARSE
     return SUCCESS_UNKNOWN
 
