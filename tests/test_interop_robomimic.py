@@ -299,7 +299,8 @@ def test_export_refuses_existing_out(reach, tmp_path, capsys):
 
 
 def test_robomimic_own_reader_opens_export(reach, tmp_path):
-    """robomimic 0.3's FileUtils and SequenceDataset (with the exported filter keys) read what robot_stack wrote."""
+    """robomimic 0.3's FileUtils and SequenceDataset (with the exported filter keys) read what robot_stack wrote; a
+    filter key its create_hdf5_filter_key adds becomes a split of the import."""
     pytest.importorskip("robomimic", reason="robomimic is not installed (not part of the interop extra)")
     file_utils = pytest.importorskip("robomimic.utils.file_utils", reason="robomimic's file utils do not import")
     obs_utils = pytest.importorskip("robomimic.utils.obs_utils")
@@ -328,3 +329,9 @@ def test_robomimic_own_reader_opens_export(reach, tmp_path):
     train_demos = sequence(str(path), obs_keys=["eef_pose"], dataset_keys=["actions"], filter_by_attribute="train",
                            hdf5_cache_mode=None).n_demos
     assert train_demos == 2
+
+    # a filter key robomimic's own create_hdf5_filter_key adds comes back as a split
+    lengths = file_utils.create_hdf5_filter_key(str(path), ["demo_0", "demo_2"], "picked")
+    assert lengths == [reach.episode_info(0).length, reach.episode_info(2).length]
+    back = robomimic.import_dataset(path, tmp_path / "back.zarr", progress=False)
+    assert back.provenance["import"]["splits"]["picked"] == [0, 2]
