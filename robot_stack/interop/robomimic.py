@@ -306,6 +306,8 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
     "train"/"valid" pair choosing round(valid_fraction * n) episodes at random (seed) as `robot-stack data split`.
     """
     h5py = require("h5py", "exporting robomimic HDF5")
+    if dataset.n_episodes == 0:
+        raise DatasetError(f"{dataset.path} has no committed episode: nothing to export")
     keys, reward = _export_keys(dataset)
     masks = _export_masks(dataset, valid_fraction, seed)
     obs_keys = [key for key in keys.values() if key.startswith("obs/")]
