@@ -371,3 +371,41 @@ def test_lerobots_own_recorder_writes_a_dataset_the_import_reads(lerobot_dataset
     # LeRobot's recorder encodes AV1 at crf 30 (lossy, 4:2:0): flat frames come back within a few levels
     assert np.abs(ds.frames("image.cam")[:, 5, 5, 0].astype(int) - 10 * np.arange(18)).max() <= 4
     assert list(ds.success) == [-1, -1, -1]
+
+
+def test_lerobots_act_policy_trains_on_the_export(lerobot_dataset, exported):
+    """A user's first LeRobot run on a robot_stack recording: ACT, its own pre/post processors with the export's
+    stats, action chunks from delta_timestamps; a few updates on one batch lower its loss, and it acts."""
+    import torch
+
+    act = pytest.importorskip("lerobot.policies.act.modeling_act", reason="LeRobot's policies need draccus, diffusers")
+    from lerobot.configs.types import FeatureType
+    from lerobot.datasets.utils import dataset_to_policy_features
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.processor_act import make_act_pre_post_processors
+
+    torch.manual_seed(0)
+    dataset = lerobot_dataset("robot_stack/reach", root=exported, delta_timestamps={"action": [0.0, 0.05, 0.1, 0.15]})
+    features = dataset_to_policy_features(dataset.meta.features)
+    assert {key: feature.type for key, feature in features.items()} == {
+        "observation.state": FeatureType.STATE, "observation.images.top": FeatureType.VISUAL, "action": FeatureType.ACTION}
+    outputs = {key: feature for key, feature in features.items() if feature.type is FeatureType.ACTION}
+    config = ACTConfig(input_features={key: f for key, f in features.items() if key not in outputs},
+                       output_features=outputs, chunk_size=4, n_action_steps=4, dim_model=32, n_heads=2,
+                       dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0, use_vae=False,
+                       pretrained_backbone_weights=None, device="cpu")
+    policy = act.ACTPolicy(config)
+    preprocess, postprocess = make_act_pre_post_processors(config, dataset_stats=dataset.meta.stats)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False)))
+    optimizer = torch.optim.Adam(policy.parameters(), 1e-3)
+    losses = []
+    for _ in range(5):
+        loss, _ = policy.forward(preprocess(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    policy.eval()
+    observation = {key: value[:1] for key, value in batch.items() if key.startswith("observation.")}
+    assert postprocess(policy.select_action(preprocess(observation))).shape == (1, 2)
