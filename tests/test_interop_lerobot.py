@@ -97,6 +97,10 @@ def test_export_has_the_v3_layout_lerobot_reads(reach, exported):
     assert features["next.reward"]["shape"] == [1] and features["next.success"]["dtype"] == "bool"
     for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
         assert features[key]["shape"] == [1]
+    stale = [name for name in reach.features if name.startswith("stale.")]
+    assert features["stale"] == {"dtype": "bool", "shape": [len(stale)], "names": stale}
+    # LeRobot's statistics tools take any key holding "image" for a camera's
+    assert [key for key in features if "image" in key] == ["observation.images.top"]
 
     data = pq.read_table(exported / "data/chunk-000/file-000.parquet")
     assert set(data.column_names) == {key for key, spec in features.items() if spec["dtype"] != "video"}
@@ -117,6 +121,8 @@ def test_export_has_the_v3_layout_lerobot_reads(reach, exported):
         assert row["videos/observation.images.top/from_timestamp"] == pytest.approx(span.start / 20)
         assert row["videos/observation.images.top/to_timestamp"] == pytest.approx(span.stop / 20)
         video_frames += row["length"]
+        np.testing.assert_allclose(row["stats/action/mean"], reach.frames("action", span.start, span.stop).mean(0), rtol=1e-5)
+        assert np.asarray(row["stats/observation.images.top/mean"]).shape == (3, 1, 1)
     with av.open(str(exported / "videos/observation.images.top/chunk-000/file-000.mp4")) as container:
         times = [frame.time for frame in container.decode(video=0)]
     np.testing.assert_allclose(times, np.arange(video_frames) / 20, atol=1e-6)  # one file holds every episode
@@ -409,3 +415,26 @@ def test_lerobots_act_policy_trains_on_the_export(lerobot_dataset, exported):
     policy.eval()
     observation = {key: value[:1] for key, value in batch.items() if key.startswith("observation.")}
     assert postprocess(policy.select_action(preprocess(observation))).shape == (1, 2)
+
+
+def test_lerobots_episode_tools_edit_the_export_and_the_import_reads_the_result(lerobot_dataset, reach, exported, tmp_path):
+    """LeRobot's delete_episodes re-aggregates the export's per-episode stats and re-encodes its videos (AV1, crf
+    30); its output has no robot_stack section, so the import maps LeRobot's keys."""
+    tools = pytest.importorskip("lerobot.datasets.dataset_tools", reason="LeRobot's dataset tools do not import")
+    tools.delete_episodes(lerobot_dataset("robot_stack/reach", root=exported), [1], output_dir=tmp_path / "edited",
+                          repo_id="robot_stack/reach_edited")
+    ds = lerobot.import_dataset(tmp_path / "edited", tmp_path / "edited.zarr", progress=False)
+    kept = [i for i in range(EPISODES) if i != 1]
+    assert ds.n_episodes == EPISODES - 1
+    assert [ds.episode_slice(i).stop - ds.episode_slice(i).start for i in range(ds.n_episodes)] == [
+        reach.episode_slice(i).stop - reach.episode_slice(i).start for i in kept]
+
+    def of_kept(name):
+        return np.concatenate([reach.frames(name, reach.episode_slice(i).start, reach.episode_slice(i).stop) for i in kept])
+
+    state = np.concatenate([of_kept(name).reshape(-1, int(np.prod(spec.shape))) for name, spec in reach.features.items()
+                            if spec.kind == "state"], axis=1)
+    np.testing.assert_array_equal(ds.frames("state"), state)
+    np.testing.assert_array_equal(ds.frames("action"), of_kept("action"))
+    np.testing.assert_array_equal(ds.frames("reward"), of_kept("sim_reward"))
+    assert np.abs(ds.frames("image.top").astype(float) - of_kept("image.top")).mean() < 8  # lossy, but aligned

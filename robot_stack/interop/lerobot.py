@@ -49,13 +49,13 @@ ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
 DONE_KEY = "next.done"
+STALE_KEY = "stale"
+"""Every stale.<feature> flag of an export, packed (bool [n]; names say which feature each is)."""
 TIME_KEY = "robot_stack.timestamp"
 """The robot_stack timestamps (float64 s) of an export: LeRobot's own `timestamp` must be frame_index / fps."""
 INDEX_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 SECTION = "robot_stack"
 """info.json's key for what a round trip back into robot_stack needs."""
-EPISODE_FIELDS = ("success", "notes", "operator", "source")
-"""robot_stack episode fields kept as `robot_stack/<field>` columns of the episodes parquet."""
 
 VIDEO_CODEC = "libx264"
 VIDEO_PIX_FMT = "yuv444p"  # no chroma subsampling: crf 0 is then lossless up to the RGB <-> YUV rounding
@@ -135,7 +135,7 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
         root.mkdir(parents=True)
         data = _ParquetFiles(root, DATA_PATH, DATA_FILE_MB, pq)
         videos = {column.key: _VideoFiles(root, column.key, fps, crf) for column in columns if column.is_video}
-        stats = _Stats()
+        stats = _Stats()  # over the whole dataset: meta/stats.json
         episodes: list[dict[str, Any]] = []
         try:
             for index in tqdm(range(dataset.n_episodes), desc=f"export lerobot -> {root.name}", unit="episode",
@@ -154,21 +154,27 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
                     TIME_KEY: np.asarray(frames[TIMESTAMP], dtype=np.float64),
                 }
                 episode: dict[str, Any] = {"episode_index": index, "tasks": [tasks[task]], "length": count}
+                episode_stats = _Stats()  # the episode's own: LeRobot's editing tools re-aggregate them
                 for column in columns:
                     values = column.pack(frames)
                     if column.is_video:
                         episode.update(videos[column.key].add(values))
-                        stats.add_images(column.key, values)
+                        for accumulator in (stats, episode_stats):
+                            accumulator.add_images(column.key, values)
                     else:
                         rows[column.key] = values
                 for key, values in rows.items():
-                    stats.add(key, values)
+                    for accumulator in (stats, episode_stats):
+                        accumulator.add(key, values)
                 chunk, file = data.add(_frame_table(pa, rows))
                 episode.update({"data/chunk_index": chunk, "data/file_index": file,
                                 "dataset_from_index": span.start, "dataset_to_index": span.stop,
                                 "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-                episode.update({"robot_stack/success": int(dataset.success[index]), "robot_stack/notes": info.notes,
-                                "robot_stack/operator": info.operator, "robot_stack/source": info.source})
+                kept = {"success": int(dataset.success[index]), "notes": info.notes, "operator": info.operator,
+                        "source": info.source}
+                episode.update({f"{SECTION}/{name}": value for name, value in kept.items()})
+                episode.update({f"stats/{key}/{name}": value for key, entry in episode_stats.result().items()
+                                for name, value in entry.items()})
                 episodes.append(episode)
         finally:
             data.close()
@@ -206,8 +212,8 @@ def export_dataset(dataset: Dataset, out: str | os.PathLike, *, progress: bool =
 
 def export_columns(dataset: Dataset) -> list[Column]:
     """The LeRobot features an export writes, in order: observation.state (every state feature), the cameras,
-    action, next.reward (the one reward feature), next.success (the one success flag) and the rest under their
-    own names."""
+    action, next.reward (the one reward feature), next.success (the one success flag), stale (every stale flag)
+    and the rest under their own names ("image" in a name written "camera")."""
     specs = [spec for name, spec in dataset.features.items() if name != TIMESTAMP]
     by_kind = {kind: [spec for spec in specs if spec.kind == kind] for kind in ("state", "action", "reward", "flag")}
     columns: list[Column] = []
@@ -227,11 +233,16 @@ def export_columns(dataset: Dataset) -> list[Column]:
     successes = [spec for spec in by_kind["flag"] if spec.name.endswith("success") and not spec.name.startswith("stale.")]
     if len(successes) == 1:
         columns.append(Column(SUCCESS_KEY, tuple(successes)))
+    stale = [spec for spec in by_kind["flag"] if spec.name.startswith("stale.") and spec.dtype == "bool"]
+    if stale:
+        columns.append(Column(STALE_KEY, tuple(stale)))
     taken = {spec.name for column in columns for spec in column.features}
     keys = {column.key for column in columns} | set(INDEX_KEYS) | {TIME_KEY}
     for spec in specs:
         if spec.name not in taken:
-            key = spec.name if spec.name not in keys else f"{SECTION}.{spec.name}"
+            # LeRobot's statistics tools take any key that contains "image" for a camera's
+            key = spec.name.replace("image", "camera")
+            key = key if key not in keys else f"{SECTION}.{key}"
             columns.append(Column(key, (spec,)))
             keys.add(key)
     return columns
