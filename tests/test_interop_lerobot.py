@@ -136,6 +136,23 @@ def test_export_has_the_v3_layout_lerobot_reads(reach, exported):
     assert set(stats["observation.state"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
 
 
+def test_an_export_split_over_many_files_comes_back_whole(reach, tmp_path, monkeypatch):
+    """Past the size limits a data parquet and a video file close and the next episode opens new ones (LeRobot
+    rolls files so); the import follows each episode to its files."""
+    monkeypatch.setattr(lerobot, "DATA_FILE_MB", 0)
+    monkeypatch.setattr(lerobot, "VIDEO_FILE_MB", 0)
+    out = lerobot.export_dataset(reach, tmp_path / "split", progress=False)
+    assert len(list(out.glob("data/chunk-000/file-*.parquet"))) == EPISODES
+    assert len(list(out.glob("videos/observation.images.top/chunk-000/file-*.mp4"))) == EPISODES
+    rows = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [row["videos/observation.images.top/from_timestamp"] for row in rows] == [0.0] * EPISODES
+    back = lerobot.import_dataset(out, tmp_path / "back.zarr", progress=False)
+    for name, spec in reach.features.items():
+        if not spec.is_image:
+            np.testing.assert_array_equal(back.frames(name), reach.frames(name), err_msg=name)
+    assert np.abs(back.frames("image.top").astype(int) - reach.frames("image.top").astype(int)).max() <= lerobot.IMAGE_TOLERANCE
+
+
 def write_lerobot_v3(root: Path, episodes: list[int], fps: int = 10, split_data_after: int = 2) -> None:
     """A LeRobot v3 folder written from the documented layout: 2 data files, one video file holding every episode
     (frame k shows the value 5 * k), state = [k, -k, 0.5 k], action = [k, 2 k], next.reward = k / 100, next.success
