@@ -659,8 +659,9 @@ def _section_columns(section: dict[str, Any], features: dict[str, Any]) -> tuple
 
 
 def _lerobot_columns(features: dict[str, Any]) -> tuple[list[Column], list[str]]:
-    """LeRobot's keys mapped onto robot_stack features; the keys that map to nothing (strings, LeRobot's own
-    index columns) are returned as skipped."""
+    """LeRobot's keys mapped onto robot_stack features (LeRobot's index columns give episode boundaries and tasks
+    instead); the keys that map to nothing (strings, keys outside observation.*, action, next.*) come back as
+    skipped."""
     columns: list[Column] = []
     skipped: list[str] = []
     for key, entry in features.items():
