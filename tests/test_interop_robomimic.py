@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from robot_stack.cli.main import main as cli
-from robot_stack.data import Dataset
+from robot_stack.data import Dataset, DatasetWriter, FeatureSpec
 from robot_stack.data.sampling import load_transitions
 from robot_stack.interop import robomimic
 from robot_stack.sim.collect import collect
@@ -358,6 +358,20 @@ def test_export_refuses_existing_out(reach, tmp_path, capsys):
     code, _, err = run(capsys, "data", "export", "robomimic", reach.path, tmp_path / "taken.hdf5", "-q")
     assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "taken.hdf5").read_bytes() == b"x"
+
+
+def test_export_refuses_a_one_frame_episode(tmp_path, capsys):
+    """An episode of one frame has no step: a robomimic demo of 0 steps is refused, and nothing is written."""
+    features = [FeatureSpec("position", "float32", (2,), "state"), FeatureSpec("action", "float32", (2,), "action")]
+    with DatasetWriter.create(tmp_path / "short.zarr", robot={"name": "arm"}, record_hz=10.0,
+                              features=features) as writer:
+        for count in (3, 1):
+            writer.append_frames({"timestamp": np.arange(count) / 10.0, "position": np.zeros((count, 2)),
+                                  "action": np.zeros((count, 2))})
+            writer.commit_episode(None, None)
+    code, _, err = run(capsys, "data", "export", "robomimic", tmp_path / "short.zarr", tmp_path / "short.hdf5", "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "episode(s) [1]" in err and "one frame" in err
+    assert not (tmp_path / "short.hdf5").exists()
 
 
 def test_robomimic_own_reader_opens_export(reach, tmp_path):
