@@ -520,3 +520,18 @@ def test_a_wrong_camera_name_lists_the_cameras_that_exist(capsys, launch_cameras
     for verb in ("export-video", "view"):
         code, _, err = run(capsys, verb, launch_cameras, "0", "--camera", "wrist", "-o", tmp_path / "x")
         assert_one_line_error(code, err, "has no camera 'wrist': its cameras are agentview (image.agentview), top (image.top)")
+
+
+def test_info_says_where_the_data_came_from(capsys, tmp_path):
+    """The provenance a writer recorded: one origin line in the text, all of it in --json."""
+    features = [FeatureSpec("x", "float32", (1,), "state"), FeatureSpec("action", "float32", (1,), "action")]
+    provenance = {"import": {"format": "robomimic", "source": "/data/demo.hdf5", "version": "1.5", "episodes": 1}}
+    with DatasetWriter.create(tmp_path / "p.zarr", robot={"name": "arm"}, record_hz=10, features=features,
+                              provenance=provenance) as writer:
+        writer.append_frames({"x": np.zeros((2, 1), np.float32), "action": np.zeros((2, 1), np.float32),
+                              "timestamp": np.arange(2) / 10.0})
+        writer.commit_episode(None, True)
+    assert main(["data", "info", str(tmp_path / "p.zarr")]) == 0
+    assert "origin     imported from robomimic /data/demo.hdf5 (version 1.5, 1 episodes)" in capsys.readouterr().out
+    assert main(["data", "info", str(tmp_path / "p.zarr"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"] == provenance

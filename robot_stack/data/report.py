@@ -67,6 +67,7 @@ def dataset_info(ds: Dataset) -> dict[str, Any]:
                     "unknown": int((success == UNKNOWN).sum()), "marked": int(table["marked"].sum())},
         "success_rate": None if math.isnan(rate) else rate,
         "sources": dict(sorted(Counter(table["source"].tolist()).items())),
+        "provenance": ds.provenance,
         "size_bytes": ds.size_bytes(),
         "unfinished_frames": ds.unfinished_frames,
         "chunks_read": False,  # info reads metadata only; validate reads every chunk
@@ -127,6 +128,9 @@ def format_info(info: dict[str, Any]) -> str:
                      + (f"; {s['marked']} marked by an operator (robot-stack data mark)" if s["marked"] else ""))
     if info["sources"]:
         lines.append("sources    " + ", ".join(f"{source or 'unknown'} {count}" for source, count in info["sources"].items()))
+    origin = _origin(info.get("provenance") or {})
+    if origin:
+        lines.append(f"origin     {origin}")
     if info["unfinished_frames"]:
         lines.append(f"unfinished {info['unfinished_frames']} frames past the last committed episode (a recording that "
                      f"stopped without commit or discard): run `robot-stack data recover {info['path']} --keep` or `--drop`")
@@ -205,3 +209,16 @@ def episode_index(ds: Dataset, episode: int) -> int:
     if not -ds.n_episodes <= episode < ds.n_episodes:
         raise DatasetError(f"{ds.path} has no episode {episode}: its episodes are 0-{ds.n_episodes - 1}")
     return int(np.arange(ds.n_episodes)[episode])
+
+
+def _origin(provenance: dict[str, Any]) -> str:
+    """One line on where the data came from: an import's format, source and version, sim_collect's task and dynamics,
+    or the provenance's keys (`data info --json` has all of it)."""
+    if "import" in provenance:
+        record = provenance["import"]
+        return (f"imported from {record.get('format')} {record.get('source')} (version {record.get('version')}, "
+                f"{record.get('episodes')} episodes)")
+    if "sim_collect" in provenance:
+        record = provenance["sim_collect"]
+        return f"sim_collect, task {record.get('task')}, dynamics {record.get('dynamics')}"
+    return ", ".join(sorted(provenance))
