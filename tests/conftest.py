@@ -56,6 +56,18 @@ def fresh_dds_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the networks are tiny, and two threads fighting over the 2 shared cores are
+    slower than one (use with pytestmark = pytest.mark.usefixtures("one_torch_thread"))."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def dds_env(monkeypatch) -> dict[str, str]:
     """A fresh loopback domain and tag, applied to this process too (for in-process nodes)."""
     env = fresh_dds_env()

@@ -27,13 +27,7 @@ FEATURES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The reward models are tiny: one thread is fastest, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the networks are tiny
 
 
 @pytest.fixture(scope="module")

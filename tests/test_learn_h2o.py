@@ -33,12 +33,7 @@ STATE = ("joint_position", "joint_velocity", "eef_pose", "object_pose")
 WEAK = {"actuator_gain": 0.3}  # reach2d's arm at 30% torque: s' after the same (s, a) is clearly elsewhere
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the networks are tiny
 
 
 def transitions(count: int, seed: int, **dynamics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,13 +40,7 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 ONLINE_MARK = 100.0  # every frame reward of the marked online episode: no offline transition earns it
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The update is tiny: one thread is faster on the 2 shared cores than two fighting for them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the networks are tiny
 
 
 @pytest.fixture(scope="module")
