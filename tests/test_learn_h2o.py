@@ -169,7 +169,8 @@ def test_the_gap_is_the_mean_log_ratio_sim_over_real_and_the_weight_its_clipped_
     s, a, s2 = (x[:32] for x in reach_transitions["held_sim"])
     with torch.no_grad():
         l_sa = algorithm.discriminators.sa(torch.cat([s, a], 1)).squeeze(1).double()
-        l_sas = algorithm.discriminators.sas(torch.cat([s, a, s2], 1)).squeeze(1).double()
+        l_sas = l_sa + algorithm.discriminators.sas(torch.cat([s, a, s2], 1)).squeeze(1).double()  # l_sa + h
+        torch.testing.assert_close(algorithm.discriminators.logits(s, a, s2)[1].double(), l_sas)
         batch = Batch(obs={"state": s}, action=a, reward=torch.zeros(32), next_obs={"state": s2},
                       discount=torch.ones(32), terminal=torch.zeros(32), online=torch.ones(32))
         gap = algorithm.dynamics_gap(batch).double()
@@ -199,17 +200,24 @@ def test_the_gap_penalty_matches_a_hand_computed_value_on_a_tiny_batch():
     assert torch.equal(gap_penalty(q, gap, torch.zeros(5, dtype=torch.float64)), torch.zeros(2, dtype=torch.float64))
 
 
-def test_an_h2o_update_weighs_sim_td_errors_and_adds_the_penalty(reach_transitions):
+def test_an_h2o_update_weighs_sim_td_errors_and_adds_the_penalty(trained, reach_transitions):
     """One update's critic loss equals sum over critics of the real TD mean + the weighted sim TD mean + beta x the
-    penalty, recomputed from the losses it reports; the weight and gap it logs are those of its sim rows."""
+    penalty, recomputed from the losses it reports; the weight and gap it logs are P/P^ clipped and -log P/P^ of its
+    sim rows by the discriminators it just stepped (trained on a large gap first, so a flipped sign shows)."""
     data = reach_transitions
-    algorithm = make("h2o", data["sim"][0].shape[1], penalty_weight=0.5)
+    algorithm = make("h2o", data["sim"][0].shape[1], penalty_weight=0.5, gap_noise=0.0)
+    algorithm.discriminators.load_state_dict(trained["gap"].discriminators.state_dict())
     generator = torch.Generator().manual_seed(1)
     batch = mixed_batch(data["gap"], data["sim"], 64, generator)
     metrics = algorithm.update(batch)
     expected = 2 * (metrics["td_real"] + metrics["td_sim"] + 0.5 * metrics["gap_penalty"])  # 2 critics, means reported
     assert float(metrics["critic_loss"]) == pytest.approx(float(expected), rel=1e-4)
-    assert 0 < float(metrics["dynamics_ratio"]) <= 1.0 and float(metrics["dynamics_gap"]) >= algorithm.config.gap_min
+    c = algorithm.config
+    with torch.no_grad():
+        h = algorithm.discriminators.log_ratio(batch.obs["state"], batch.action, batch.next_obs["state"])[32:]
+    assert float(metrics["dynamics_ratio"]) == pytest.approx(float(h.exp().clamp(c.ratio_min, c.ratio_max).mean()), rel=1e-4)
+    assert float(metrics["dynamics_gap"]) == pytest.approx(float((-h).clamp(c.gap_min, c.gap_max).mean()), rel=1e-4)
+    assert float(metrics["dynamics_ratio"]) < 0.5 and float(metrics["dynamics_gap"]) > 1.0
     assert set(metrics) >= {"d_sa_loss", "d_sas_loss", "d_sas_accuracy", "actor_loss", "entropy"}
 
 

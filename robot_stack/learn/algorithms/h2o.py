@@ -10,10 +10,15 @@ online_ratio is the sim share.
 Two discriminators, trained every update with the logistic loss, real = positive class, on the normalized state
 features (images are not read) with Gaussian noise of std discriminator_noise on every input:
     l_sa(s, a)       = log p(real | s, a)     / p(sim | s, a)       (log-odds)
-    l_sas(s, a, s')  = log p(real | s, a, s') / p(sim | s, a, s')
+    l_sas(s, a, s')  = log p(real | s, a, s') / p(sim | s, a, s')  = l_sa(s, a) + h(s, a, s')
     L(D) = E_real softplus(-l) + E_sim softplus(l)         (each class's mean, so a 50/50 batch is not required)
 Bayes' rule turns them into the dynamics ratio (the state-action marginals cancel):
-    log P(s'|s,a) / P^(s'|s,a) = l_sas(s, a, s') - l_sa(s, a)          (real over sim)
+    log P(s'|s,a) / P^(s'|s,a) = l_sas(s, a, s') - l_sa(s, a) = h(s, a, s')          (real over sim)
+The (s, a, s') classifier is l_sa (held fixed in its loss) plus a network h of its own, as DARC's and H2O's
+authors build it: h learns only what s' adds to what (s, a) already tells, so where the dynamics agree h -> 0 and
+the ratio -> 1 even when the data's state-action distributions differ (two independent classifiers that both
+saturate on different distributions leave a large, noisy difference of logits; measured on reach2d with no gap,
+independent classifiers put the mean ratio of sim transitions at 0.50).
 SIGN CONVENTIONS (both are easy to flip, and a flipped one still trains, just wrongly):
     w(s, a, s') = P / P^ = exp(l_sas - l_sa), clipped to [ratio_min, ratio_max]
         importance weight of a sim transition's TD error: sim data that real dynamics would rarely produce
@@ -64,15 +69,13 @@ class Discriminators(nn.Module):
         self.sas = MLP(2 * state_dim + action_dim, 1, hidden_dims)
 
     def logits(self, state: Tensor, action: Tensor, next_state: Tensor) -> tuple[Tensor, Tensor]:
-        """(l_sa [B], l_sas [B]): log-odds of real over sim."""
+        """(l_sa [B], l_sas [B]): log-odds of real over sim; l_sas = l_sa (no gradient) + h(s, a, s')."""
         l_sa = self.sa(torch.cat([state, action], dim=-1)).squeeze(-1)
-        l_sas = self.sas(torch.cat([state, action, next_state], dim=-1)).squeeze(-1)
-        return l_sa, l_sas
+        return l_sa, l_sa.detach() + self.log_ratio(state, action, next_state)
 
     def log_ratio(self, state: Tensor, action: Tensor, next_state: Tensor) -> Tensor:
-        """log P(s'|s,a) / P^(s'|s,a), real dynamics over sim, [B]."""
-        l_sa, l_sas = self.logits(state, action, next_state)
-        return l_sas - l_sa
+        """log P(s'|s,a) / P^(s'|s,a), real dynamics over sim, [B]: h(s, a, s') = l_sas - l_sa."""
+        return self.sas(torch.cat([state, action, next_state], dim=-1)).squeeze(-1)
 
     def loss(self, state: Tensor, action: Tensor, next_state: Tensor, sim: Tensor, noise: float
              ) -> tuple[Tensor, dict[str, Tensor]]:
