@@ -35,29 +35,19 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _machine import machine, write_result  # a script's own folder is sys.path[0]
+from _datasets import medium_dataset  # a script's own folder is sys.path[0]
+from _machine import machine, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 METHODS = ("h2o", "darc", "naive", "sac_sim", "iql_real")
 EVAL_SEED = 1_000_000
-
-
-def collect(task: str, episodes: int, dynamics: str) -> Path:
-    """The medium dataset recorded in `dynamics`, collected once."""
-    path = REPO / "data" / "results" / f"{task}_{dynamics}_medium_{episodes}ep.zarr"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "robot_stack.sim.collect", "--task", task, "--episodes", str(episodes),
-                        "--mix", "medium=1.0", "--seed", "0", "--dynamics", dynamics, "-o", str(path), "-q"], check=True)
-    return path
 
 
 def run_folder(args: argparse.Namespace, gap: str, method: str, seed: int) -> Path:
@@ -234,10 +224,10 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves the runs on a shared machine
     host = machine(["torch", "numpy", "mujoco", "ray"], engine=args.engine, device=args.device)
-    datasets = {gap: collect(args.task, args.episodes, gap) for gap in gaps}
+    datasets = {gap: medium_dataset(args.task, args.episodes, dynamics=gap) for gap in gaps}
     plan = [(gap, method, seed) for gap in gaps for method in methods for seed in seeds]
     if control_seeds and "h2o" in methods:
-        datasets["nominal"] = collect(args.task, args.episodes, "nominal")
+        datasets["nominal"] = medium_dataset(args.task, args.episodes)
         plan += [("nominal", "h2o_nogap", seed) for seed in control_seeds]
     todo = [item for item in plan if args.rerun or not (run_folder(args, *item) / "result.json").exists()]
     for item in todo:

@@ -24,29 +24,19 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _machine import machine, write_result  # a script's own folder is sys.path[0]
+from _datasets import medium_dataset  # a script's own folder is sys.path[0]
+from _machine import machine, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 ALGOS = ("calql", "rlpd", "wsrl", "iql")
 THRESHOLD = 0.9
-
-
-def collect(task: str, episodes: int, seed: int) -> Path:
-    """The medium dataset <task>_medium_<episodes>ep.zarr, collected once."""
-    path = REPO / "data" / "results" / f"{task}_medium_{episodes}ep.zarr"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "robot_stack.sim.collect", "--task", task, "--episodes", str(episodes),
-                        "--mix", "medium=1.0", "--seed", str(seed), "-o", str(path), "-q"], check=True)
-    return path
 
 
 def pairs(text: str) -> dict[str, str]:
@@ -203,7 +193,7 @@ def main() -> int:
     # Ray starts its workers at niceness 15; on a machine shared with other work the runs would starve.
     os.environ.setdefault("RAY_worker_niceness", "0")
     host = machine(["torch", "numpy", "mujoco", "ray"], engine=args.engine, device=args.device)
-    dataset = collect(args.task, args.episodes, seed=0)
+    dataset = medium_dataset(args.task, args.episodes)
     from robot_stack.learn.sweep import run_sweep
 
     plan = [(algo, seed) for algo in algos for seed in seeds]
