@@ -301,7 +301,8 @@ def main() -> int:
               "warmup": args.warmup, "batch_size": args.batch_size, "eval_every": args.eval_every,
               "eval_episodes": args.eval_episodes, "overrides": args.overrides, "engine": args.engine,
               "address": args.address or "local", "results": table, "control_no_gap": control,
-              "curves": {gap: {m: {str(s): c for s, c in by_seed.items()} for m, by_seed in by_method.items()}
+              "curves": {gap: {m: {str(s): [{k: v for k, v in row.items() if k != "rows"} for row in c]  # no episodes
+                                   for s, c in by_seed.items()} for m, by_seed in by_method.items()}
                          for gap, by_method in curves.items()},
               "failures": failures, "command": "python benchmarks/hybrid_sim_real.py " + " ".join(sys.argv[1:]),
               "seconds": round(seconds, 1), **host,
