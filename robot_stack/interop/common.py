@@ -86,7 +86,7 @@ def write_import(source: Source, out: str | os.PathLike, progress: bool = True) 
             raise DatasetError(f"{source.path}: the frame rate must be positive, got {source.record_hz}")
         writer, start = _open_output(source, out, record)
         clock = _next_clock(writer, out, source.record_hz)
-        names = [spec.name for spec in writer._store.schema.features.values()]
+        names = list(writer.schema.features)
         with writer, tqdm(total=source.n_episodes, initial=start, desc=f"import {source.format} -> {out.name}",
                           unit="episode", disable=not progress) as bar:
             for index in range(start, source.n_episodes):

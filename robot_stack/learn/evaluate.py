@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.errors import LearnError
+from robot_stack.learn.config import HYBRID_ALGOS
 from robot_stack.learn.observations import ObservationSpec, env_key
 
 SIM_ENV = "robot_stack.sim:RobotStack/Task-v0"
@@ -31,8 +32,6 @@ def evaluation_dynamics(config: Any, provenance: dict[str, Any]) -> str | None:
     auto: an online run's sim target preset (sim:TASK:PRESET; it fine-tunes there), except for hybrid sim-real runs
     (robot_stack.learn.config.HYBRID_ALGOS, or eval_dynamics dataset as --sim sets it), which learn for the data's
     dynamics; offline runs likewise. dataset: the preset the dataset was collected in (its provenance), else nominal."""
-    from robot_stack.learn.config import HYBRID_ALGOS
-
     value = config.eval_dynamics
     if value == "auto":
         target = config.online.split(":") if config.online.startswith("sim:") else []

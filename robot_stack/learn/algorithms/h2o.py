@@ -50,6 +50,8 @@ n-step returns are refused (n_step 1): the correction and the weights are per tr
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -131,10 +133,6 @@ class HybridSAC(SAC):
             log_ratio = self.discriminators.log_ratio(state, action, next_state)
         return log_ratio, metrics
 
-    def sim_mean(self, value: Tensor, sim: Tensor, name: str) -> dict[str, Tensor]:
-        """The mean of `value` over the sim rows, as a logged metric."""
-        return {name: (value * sim).sum() / sim.sum().clamp(min=1.0)}
-
 
 class H2O(HybridSAC):
     name = "h2o"
@@ -162,8 +160,8 @@ class H2O(HybridSAC):
         soft_update(self.critic_target, self.critic, c.tau)
         return metrics | {"critic_loss": critic_loss.detach(), "td_real": td_real.detach().mean(),
                           "td_sim": td_sim.detach().mean(), "gap_penalty": penalty.detach().mean(),
-                          "alpha_entropy": alpha_ent, "q": q.detach().mean()} | self.sim_mean(
-            weight, sim, "dynamics_ratio") | self.sim_mean(gap, sim, "dynamics_gap")
+                          "alpha_entropy": alpha_ent, "q": q.detach().mean()} | sim_mean(
+            weight, sim, "dynamics_ratio") | sim_mean(gap, sim, "dynamics_gap")
 
     @torch.no_grad()
     def dynamics_gap(self, batch: Batch) -> Tensor:
@@ -173,11 +171,15 @@ class H2O(HybridSAC):
         state, next_state = batch.obs["state"], batch.next_obs["state"]
         action = self.actor.snap(batch.action)
         k, size = int(c.gap_samples), state.shape[0]
-        repeated = (x.repeat_interleave(k, dim=0) for x in (state, action, next_state))
-        state_k, action_k, next_k = repeated
+        state_k, action_k, next_k = (x.repeat_interleave(k, dim=0) for x in (state, action, next_state))
         next_k = next_k + c.gap_noise * torch.randn_like(next_k)
         log_sim_over_real = -self.discriminators.log_ratio(state_k, action_k, next_k).view(size, k)
         return log_sim_over_real.mean(dim=1).clamp(c.gap_min, c.gap_max)
+
+
+def sim_mean(value: Tensor, sim: Tensor, name: str) -> dict[str, Tensor]:
+    """{name: the mean of `value` [B] over the sim rows}, a logged metric."""
+    return {name: (value * sim).sum() / sim.sum().clamp(min=1.0)}
 
 
 def gap_penalty(q: Tensor, gap: Tensor, sim: Tensor) -> Tensor:
@@ -202,9 +204,7 @@ class DARC(HybridSAC):
         sim = self.sim_mask(batch)
         log_ratio, metrics = self.discriminator_step(batch, sim)
         correction = log_ratio.clamp(-c.correction_clip, c.correction_clip) * sim
-        corrected = Batch(obs=batch.obs, action=batch.action, reward=batch.reward + correction,
-                          next_obs=batch.next_obs, discount=batch.discount, terminal=batch.terminal,
-                          return_to_go=batch.return_to_go, online=batch.online)
-        return SAC.update(self, corrected, update_actor) | metrics | self.sim_mean(
-            correction, sim, "reward_correction") | self.sim_mean(
+        corrected = dataclasses.replace(batch, reward=batch.reward + correction)
+        return SAC.update(self, corrected, update_actor) | metrics | sim_mean(
+            correction, sim, "reward_correction") | sim_mean(
             log_ratio.exp().clamp(max=1e6), sim, "dynamics_ratio")
